@@ -1,0 +1,315 @@
+"""Configuration: the lake, the sampling grid, and the metric groups to model.
+
+A configuration is a YAML file (see ``docs/configuration.md``) or built in code.
+Every field has a default, so an empty file is valid: it models all metrics of
+every entity as one group with the reference settings.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+
+LAYOUTS = ("metrics", "nodes")
+MODEL_TYPES = ("autoencoder", "predictor")
+THRESHOLD_METHODS = ("reference", "quantile")
+
+
+class ConfigError(ValueError):
+    """Raised for an invalid configuration value, with the path of the value and the fix."""
+
+
+@dataclass(frozen=True)
+class ThresholdConfig:
+    """How reconstruction errors become anomaly labels.
+
+    Attributes:
+        method: ``"reference"`` is the prototype's rule: per-feature Gaussian on
+            validation absolute errors, ``high = mean + sigma * std``, and a
+            window is anomalous when any point of any feature exceeds ``high``.
+            ``"quantile"`` (default) divides each feature's error by its
+            validation quantile, averages over features, smooths over time and
+            compares with a multiple of that score's validation quantile.
+        sigma: width of the Gaussian band for ``reference``. Default 3.
+        quantile: validation quantile used by ``quantile``. Default 0.99.
+        factor: multiplier on the validation quantile of the anomaly score.
+        smoothing: points in the trailing mean of the anomaly score. Default 1
+            (no smoothing); the mean looks only backwards so scores stay causal.
+        top_features: average only the largest normalised errors of this many
+            features (0 means all features).
+        min_threshold: floor on every per-feature threshold, so a constant
+            feature (zero validation error) still has a threshold above 0.
+    """
+
+    method: str = "quantile"
+    sigma: float = 3.0
+    quantile: float = 0.99
+    factor: float = 1.0
+    smoothing: int = 1
+    top_features: int = 0
+    min_threshold: float = 1e-6
+
+
+@dataclass(frozen=True)
+class GroupConfig:
+    """One metric group: a set of series modelled together by one autoencoder.
+
+    Attributes:
+        name: group name, used in storage keys and output rows.
+        weight: weight of the group in the vote across groups.
+        layout: ``"metrics"``: each entity contributes windows of the group's
+            metrics to one shared model (a fleet of hosts, one model).
+            ``"nodes"``: the features are one metric on several entities (the
+            prototype's ``cpu`` of node1..node3); the group has one series.
+        metrics: metric names; ``["*"]`` means every metric seen in training.
+        entities: entity names; ``["*"]`` means every entity. Required for
+            ``nodes``, where their order is the feature order.
+        timesteps: rows in one window. Default 60.
+        train_stride: rows between the starts of training windows. Default 30
+            (50 % overlap, as in the reference).
+        units: LSTM units of encoder, bidirectional bottleneck and decoder.
+        epochs, batch_size, learning_rate, validation_split: Keras ``fit``
+            settings; defaults 20, 32, 0.001, 0.1.
+        model_type: ``"autoencoder"`` or ``"predictor"`` (reconstructs the
+            window and predicts the next ``look_ahead`` rows).
+        look_ahead: rows predicted by the predictor variant. Default 10.
+        threshold: see :class:`ThresholdConfig`.
+        slo_percentiles: per-metric percentile of training data used as an SLO
+            limit, e.g. ``{"cpu": 99, "memory": 95}``. Empty disables SLO checks.
+    """
+
+    name: str = "all"
+    weight: float = 1.0
+    layout: str = "metrics"
+    metrics: tuple[str, ...] = ("*",)
+    entities: tuple[str, ...] = ("*",)
+    timesteps: int = 60
+    train_stride: int = 30
+    units: tuple[int, int, int] = (100, 100, 100)
+    epochs: int = 20
+    batch_size: int = 32
+    learning_rate: float = 0.001
+    validation_split: float = 0.1
+    model_type: str = "autoencoder"
+    look_ahead: int = 10
+    threshold: ThresholdConfig = field(default_factory=ThresholdConfig)
+    slo_percentiles: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Config:
+    """Settings of one lstmae deployment.
+
+    Attributes:
+        lake: URI of the lake root (``file:///...`` or ``s3://bucket/prefix``).
+            Defaults to ``$LSTMAE_LAKE`` or ``./lake``.
+        step: sampling grid as a pandas offset (``"5min"``, ``"1min"``).
+        max_gap_steps: missing grid points filled by linear interpolation when
+            a gap is at most this long; longer gaps break windows. Default 3.
+        vote_threshold: a window is an anomaly when the summed weights of the
+            groups that flag it reach this value. Default 0.5.
+        training_days: days of curated metrics a nightly training run reads.
+        validation_fraction: last fraction of the training range, by time,
+            used for thresholds and model gates. Default 0.3.
+        seed: random seed for training. Default 42.
+        promotion_tolerance: a new model is promoted when its validation error
+            is at most ``(1 + tolerance)`` times the current model's. Default 0.1.
+        min_training_windows: fewer training windows fail training. Default 8.
+        drift_windows: consecutive anomalous windows that record a drift
+            event and request retraining. Default 40.
+        timezone: time zone applied to naive timestamps in exports. ``None``
+            (default) rejects naive timestamps.
+        groups: metric groups; default one group of all metrics.
+    """
+
+    lake: str = field(default_factory=lambda: os.environ.get("LSTMAE_LAKE", "lake"))
+    step: str = "5min"
+    max_gap_steps: int = 3
+    vote_threshold: float = 0.5
+    training_days: int = 30
+    validation_fraction: float = 0.3
+    seed: int = 42
+    promotion_tolerance: float = 0.1
+    min_training_windows: int = 8
+    drift_windows: int = 40
+    timezone: str | None = None
+    groups: tuple[GroupConfig, ...] = (GroupConfig(),)
+
+    @property
+    def step_delta(self) -> pd.Timedelta:
+        return pd.Timedelta(self.step)
+
+    def group(self, name: str) -> GroupConfig:
+        for group in self.groups:
+            if group.name == name:
+                return group
+        raise ConfigError(f"Unknown group {name!r}. Configured groups: {[g.name for g in self.groups]}.")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _fail(path: str, message: str, value: Any) -> ConfigError:
+    return ConfigError(f"Invalid configuration value at {path}: {message}. Received: {value!r}.")
+
+
+def _positive_int(path: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise _fail(path, "expected a positive integer", value)
+    return value
+
+
+def _number(path: str, value: Any, low: float, high: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+        raise _fail(path, f"expected a number between {low} and {high}", value)
+    return float(value)
+
+
+def _choice(path: str, value: Any, allowed: tuple[str, ...]) -> str:
+    if value not in allowed:
+        raise _fail(path, f"expected one of {', '.join(allowed)}", value)
+    return value
+
+
+def _names(path: str, value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) and v for v in value):
+        raise _fail(path, "expected a non-empty list of names", value)
+    return tuple(value)
+
+
+def _check_keys(path: str, data: dict, allowed: set[str]) -> None:
+    unknown = sorted(set(data) - allowed)
+    if unknown:
+        raise ConfigError(
+            f"Unknown configuration key(s) {unknown} at {path}. Allowed keys: {sorted(allowed)}."
+        )
+
+
+def _threshold_from_dict(path: str, data: dict) -> ThresholdConfig:
+    if not isinstance(data, dict):
+        raise _fail(path, "expected a mapping", data)
+    _check_keys(path, data, {f.name for f in dataclasses.fields(ThresholdConfig)})
+    base = ThresholdConfig()
+    return ThresholdConfig(
+        method=_choice(f"{path}.method", data.get("method", base.method), THRESHOLD_METHODS),
+        sigma=_number(f"{path}.sigma", data.get("sigma", base.sigma), 0.0, 100.0),
+        quantile=_number(f"{path}.quantile", data.get("quantile", base.quantile), 0.5, 1.0),
+        factor=_number(f"{path}.factor", data.get("factor", base.factor), 0.01, 100.0),
+        smoothing=_positive_int(f"{path}.smoothing", data.get("smoothing", base.smoothing)),
+        top_features=int(_number(f"{path}.top_features", data.get("top_features", base.top_features), 0, 10_000)),
+        min_threshold=_number(f"{path}.min_threshold", data.get("min_threshold", base.min_threshold), 0.0, 1e12),
+    )
+
+
+def _group_from_dict(path: str, data: dict) -> GroupConfig:
+    if not isinstance(data, dict):
+        raise _fail(path, "expected a mapping", data)
+    _check_keys(path, data, {f.name for f in dataclasses.fields(GroupConfig)})
+    base = GroupConfig()
+    name = data.get("name")
+    if not isinstance(name, str) or not name:
+        raise _fail(f"{path}.name", "every group needs a non-empty name", name)
+    units = data.get("units", list(base.units))
+    if not isinstance(units, list) or len(units) != 3:
+        raise _fail(f"{path}.units", "expected three integers [encoder, bottleneck, decoder]", units)
+    layout = _choice(f"{path}.layout", data.get("layout", base.layout), LAYOUTS)
+    entities = _names(f"{path}.entities", data.get("entities", list(base.entities)))
+    if layout == "nodes" and "*" in entities:
+        raise _fail(f"{path}.entities", "layout 'nodes' needs the list of entities that form its features", entities)
+    timesteps = _positive_int(f"{path}.timesteps", data.get("timesteps", base.timesteps))
+    if timesteps < 2:
+        raise _fail(f"{path}.timesteps", "a window needs at least 2 rows", timesteps)
+    slo = data.get("slo_percentiles", {})
+    if not isinstance(slo, dict):
+        raise _fail(f"{path}.slo_percentiles", "expected a mapping of metric to percentile", slo)
+    return GroupConfig(
+        name=name,
+        weight=_number(f"{path}.weight", data.get("weight", base.weight), 0.0, 1.0),
+        layout=layout,
+        metrics=_names(f"{path}.metrics", data.get("metrics", list(base.metrics))),
+        entities=entities,
+        timesteps=timesteps,
+        train_stride=_positive_int(f"{path}.train_stride", data.get("train_stride", max(1, timesteps // 2))),
+        units=tuple(_positive_int(f"{path}.units[{i}]", u) for i, u in enumerate(units)),
+        epochs=_positive_int(f"{path}.epochs", data.get("epochs", base.epochs)),
+        batch_size=_positive_int(f"{path}.batch_size", data.get("batch_size", base.batch_size)),
+        learning_rate=_number(f"{path}.learning_rate", data.get("learning_rate", base.learning_rate), 1e-7, 1.0),
+        validation_split=_number(f"{path}.validation_split", data.get("validation_split", base.validation_split), 0.0, 0.5),
+        model_type=_choice(f"{path}.model_type", data.get("model_type", base.model_type), MODEL_TYPES),
+        look_ahead=_positive_int(f"{path}.look_ahead", data.get("look_ahead", base.look_ahead)),
+        threshold=_threshold_from_dict(f"{path}.threshold", data.get("threshold", {})),
+        slo_percentiles={
+            str(k): _number(f"{path}.slo_percentiles.{k}", v, 0.0, 100.0) for k, v in slo.items()
+        },
+    )
+
+
+def config_from_dict(data: dict | None) -> Config:
+    """Build and validate a :class:`Config` from parsed YAML."""
+    data = data or {}
+    if not isinstance(data, dict):
+        raise _fail("<root>", "expected a mapping", data)
+    _check_keys("<root>", data, {f.name for f in dataclasses.fields(Config)})
+    base = Config()
+    step = data.get("step", base.step)
+    try:
+        if pd.Timedelta(step) <= pd.Timedelta(0):
+            raise ValueError
+    except (ValueError, TypeError):
+        raise _fail("step", "expected a positive duration such as '5min' or '1min'", step) from None
+    groups_data = data.get("groups")
+    groups = base.groups
+    if groups_data is not None:
+        if not isinstance(groups_data, list) or not groups_data:
+            raise _fail("groups", "expected a non-empty list of groups", groups_data)
+        groups = tuple(_group_from_dict(f"groups[{i}]", g) for i, g in enumerate(groups_data))
+        names = [g.name for g in groups]
+        if len(set(names)) != len(names):
+            raise _fail("groups", "group names must be unique", names)
+        total = sum(g.weight for g in groups)
+        if abs(total - 1.0) > 1e-6:
+            raise _fail("groups[*].weight", "group weights must sum to 1", total)
+    timezone = data.get("timezone", base.timezone)
+    if timezone is not None:
+        try:
+            pd.Timestamp("2000-01-01").tz_localize(timezone)
+        except Exception:
+            raise _fail("timezone", "expected an IANA time zone name such as Europe/Berlin", timezone) from None
+    return Config(
+        lake=str(data.get("lake", base.lake)),
+        step=str(step),
+        max_gap_steps=int(_number("max_gap_steps", data.get("max_gap_steps", base.max_gap_steps), 0, 10_000)),
+        vote_threshold=_number("vote_threshold", data.get("vote_threshold", base.vote_threshold), 0.0, 1.0),
+        training_days=_positive_int("training_days", data.get("training_days", base.training_days)),
+        validation_fraction=_number("validation_fraction", data.get("validation_fraction", base.validation_fraction), 0.05, 0.9),
+        seed=int(data.get("seed", base.seed)),
+        promotion_tolerance=_number("promotion_tolerance", data.get("promotion_tolerance", base.promotion_tolerance), 0.0, 100.0),
+        min_training_windows=_positive_int("min_training_windows", data.get("min_training_windows", base.min_training_windows)),
+        drift_windows=_positive_int("drift_windows", data.get("drift_windows", base.drift_windows)),
+        timezone=timezone,
+        groups=groups,
+    )
+
+
+def load_config(path: str | os.PathLike[str] | None = None) -> Config:
+    """Load the configuration from ``path``, ``$LSTMAE_CONFIG``, or the defaults."""
+    path = path or os.environ.get("LSTMAE_CONFIG")
+    if not path:
+        return config_from_dict({})
+    text = Path(path).read_text(encoding="utf-8")
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise ConfigError(f"Invalid YAML in {path}: {error}") from None
+    try:
+        return config_from_dict(data)
+    except ConfigError as error:
+        raise ConfigError(f"{path}: {error}") from None

@@ -1,0 +1,202 @@
+"""Scoring: reconstruction errors, anomaly scores and window verdicts of one series.
+
+Each grid point ``t`` is scored with the window of ``timesteps`` rows that ends
+at ``t``; its per-feature error is the absolute difference, in original units,
+between the value at ``t`` and the window's reconstruction of it. A point
+therefore depends only on itself and earlier rows, which makes scoring a day
+alone give the same numbers as scoring it inside a longer range.
+
+The prototype's window verdicts are kept as well: the grid is cut into
+non-overlapping blocks of ``timesteps`` points anchored at the Unix epoch, and
+each complete block is judged on its own reconstruction (every timestep of
+every feature) in the run whose interval contains the block's last point.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from lstmae.frames import missing_reasons
+from lstmae.scaler import Scaler
+from lstmae.thresholds import Thresholds, feature_ratios, raw_scores, smooth_scores
+from lstmae.windows import cut_windows, trailing_window_ends
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SeriesErrors:
+    """Errors of every scorable point of one series.
+
+    Attributes:
+        index: grid timestamps of the series, ``(rows,)``.
+        scorable: ``(rows,)`` True where the window ending at the row is complete.
+        values: ``(rows, features)`` actual values (NaN where missing).
+        reconstruction: ``(rows, features)`` reconstruction of the last step of
+            the window ending at each scorable row (NaN elsewhere).
+        errors: ``(rows, features)`` absolute errors in original units.
+        early_warning: ``(rows,)`` one-step-ahead prediction error ratio of the
+            predictor variant (NaN for the plain autoencoder).
+    """
+
+    index: pd.DatetimeIndex
+    scorable: np.ndarray
+    values: np.ndarray
+    reconstruction: np.ndarray
+    errors: np.ndarray
+    early_warning: np.ndarray
+
+
+def reconstruct(model, windows: np.ndarray, batch_size: int = 1024):
+    """Return ``(reconstruction, prediction or None)`` for scaled windows."""
+    from lstmae.model import predict
+
+    output = predict(model, windows, batch_size=batch_size)
+    if isinstance(output, dict):
+        return output["reconstruction"], output["prediction"]
+    return output, None
+
+
+def series_errors(model, scaler: Scaler, frame: pd.DataFrame, timesteps: int, batch_size: int = 1024) -> SeriesErrors:
+    """Reconstruct every complete trailing window of ``frame`` and return the errors."""
+    values = frame.to_numpy(dtype=np.float64)
+    rows, features = values.shape
+    valid = ~np.isnan(values).any(axis=1)
+    scorable = trailing_window_ends(valid, timesteps)
+    ends = np.flatnonzero(scorable)
+    reconstruction = np.full((rows, features), np.nan)
+    early_warning = np.full(rows, np.nan)
+    if len(ends):
+        scaled = scaler.transform(np.where(np.isnan(values), 0.0, values))
+        windows = cut_windows(scaled, ends - timesteps + 1, timesteps)
+        restored, prediction = reconstruct(model, windows, batch_size)
+        reconstruction[ends] = scaler.inverse_transform(np.asarray(restored)[:, -1, :])
+        if prediction is not None:
+            # The prediction made from the window ending at t-1 for step t.
+            predicted = scaler.inverse_transform(np.asarray(prediction)[:, 0, :])
+            position = {end: i for i, end in enumerate(ends)}
+            for i, end in enumerate(ends):
+                previous = position.get(end - 1)
+                if previous is not None:
+                    spread = np.array(scaler.std)
+                    early_warning[end] = float(np.mean(np.abs(values[end] - predicted[previous]) / spread))
+    errors = np.abs(values - reconstruction)
+    return SeriesErrors(frame.index, scorable, values, reconstruction, errors, early_warning)
+
+
+def block_verdicts(
+    model, scaler: Scaler, thresholds: Thresholds, frame: pd.DataFrame, timesteps: int,
+    point_anomaly: np.ndarray, ratios: np.ndarray, start: pd.Timestamp, end: pd.Timestamp,
+) -> list[dict]:
+    """Judge every complete epoch-anchored block of ``timesteps`` points ending in ``[start, end)``."""
+    index = frame.index
+    if len(index) == 0:
+        return []
+    step = index[1] - index[0] if len(index) > 1 else None
+    if step is None:
+        return []
+    positions = ((index - pd.Timestamp(0, tz="UTC")) // step).to_numpy()
+    values = frame.to_numpy(dtype=np.float64)
+    valid = ~np.isnan(values).any(axis=1)
+    is_block_end = (positions % timesteps) == timesteps - 1
+    in_range = (index >= start) & (index < end)
+    ends = [i for i in np.flatnonzero(is_block_end & in_range) if i >= timesteps - 1 and valid[i - timesteps + 1 : i + 1].all()]
+    if not ends:
+        return []
+    features = list(frame.columns)
+    verdicts = []
+    if thresholds.method == "reference":
+        scaled = scaler.transform(values[: max(ends) + 1])
+        windows = cut_windows(np.nan_to_num(scaled), np.array(ends) - timesteps + 1, timesteps)
+        restored, _ = reconstruct(model, windows)
+        for window, end_index in zip(np.asarray(restored), ends):
+            start_index = end_index - timesteps + 1
+            actual = values[start_index : end_index + 1]
+            errors = np.abs(actual - scaler.inverse_transform(window))
+            block_ratios = feature_ratios(errors, thresholds.feature_thresholds)
+            over = block_ratios > 1.0
+            anomalous = bool(over.any())
+            first = index[start_index + int(np.flatnonzero(over.any(axis=1))[0])] if anomalous else None
+            ranked = np.argsort(-np.where(over, block_ratios, 0).sum(axis=0))
+            verdicts.append(_verdict(index, start_index, end_index, anomalous, float(block_ratios.max()), first,
+                                     [features[i] for i in ranked if over[:, i].any()]))
+        return verdicts
+    for end_index in ends:
+        start_index = end_index - timesteps + 1
+        labels = point_anomaly[start_index : end_index + 1]
+        block = ratios[start_index : end_index + 1]
+        anomalous = bool(np.nan_to_num(labels.astype(float)).any())
+        first = index[start_index + int(np.flatnonzero(labels)[0])] if anomalous else None
+        contribution = np.nansum(np.where(labels[:, None], block, 0.0), axis=0)
+        ranked = [features[i] for i in np.argsort(-contribution) if anomalous and np.nanmax(block[labels][:, i]) > 1.0]
+        verdicts.append(_verdict(index, start_index, end_index, anomalous, float(np.nanmax(block)), first, ranked))
+    return verdicts
+
+
+def _verdict(index, start_index, end_index, anomalous, score, first, features) -> dict:
+    return {
+        "window_start": index[start_index],
+        "window_end": index[end_index],
+        "is_anomaly": anomalous,
+        "max_ratio": score,
+        "first_offending_timestamp": first,
+        "features_over_threshold": features,
+    }
+
+
+def score_frame(model, scaler: Scaler, thresholds: Thresholds, frame: pd.DataFrame, timesteps: int,
+                start: pd.Timestamp, end: pd.Timestamp) -> tuple[pd.DataFrame, list[dict]]:
+    """Score the points of ``frame`` in ``[start, end)``; earlier rows serve as context.
+
+    Returns:
+        ``(points, blocks)``: one row per grid point of the interval with
+        ``status`` ``"scored"`` or ``"unscorable"`` and a reason, and the block
+        verdicts of blocks ending in the interval.
+    """
+    result = series_errors(model, scaler, frame, timesteps)
+    settings = thresholds.config
+    ratios = feature_ratios(result.errors, thresholds.feature_thresholds)
+    scores = smooth_scores(raw_scores(result.errors, thresholds.feature_thresholds, settings), settings.smoothing)
+    scores[~result.scorable] = np.nan
+    point_anomaly = np.where(result.scorable, scores > thresholds.score_threshold, False)
+    reasons = missing_reasons(frame)
+    in_range = (frame.index >= start) & (frame.index < end)
+
+    rows = []
+    features = list(frame.columns)
+    for position in np.flatnonzero(in_range):
+        if result.scorable[position]:
+            status, reason = "scored", None
+            feature_errors = [
+                {
+                    "feature": feature,
+                    "value": float(result.values[position, i]),
+                    "reconstruction": float(result.reconstruction[position, i]),
+                    "error": float(result.errors[position, i]),
+                    "threshold": float(thresholds.feature_thresholds[i]),
+                    "ratio": float(ratios[position, i]),
+                }
+                for i, feature in enumerate(features)
+            ]
+        else:
+            status = "unscorable"
+            reason = reasons.iloc[position] or f"insufficient history: fewer than {timesteps} complete rows before this point"
+            feature_errors = None
+        rows.append(
+            {
+                "timestamp": frame.index[position],
+                "status": status,
+                "reason": reason,
+                "anomaly_score": None if np.isnan(scores[position]) else float(scores[position]),
+                "score_threshold": thresholds.score_threshold,
+                "is_anomaly": bool(point_anomaly[position]) if status == "scored" else None,
+                "early_warning_score": None if np.isnan(result.early_warning[position]) else float(result.early_warning[position]),
+                "feature_errors": feature_errors,
+            }
+        )
+    blocks = block_verdicts(model, scaler, thresholds, frame, timesteps, point_anomaly, ratios, start, end)
+    return pd.DataFrame(rows), blocks

@@ -1,0 +1,199 @@
+"""Thresholds on reconstruction errors, and the anomaly score built from them.
+
+Two methods, chosen per group by ``threshold.method``:
+
+``reference``
+    The prototype's rule. For each feature, fit a Gaussian to the absolute
+    validation errors (in original units, over all timesteps) and set
+    ``high = mean + sigma * std``; ``low = mean - sigma * std`` is stored but
+    unused. A point's anomaly score is ``max_f(error_f / high_f)`` and it is
+    anomalous when the score exceeds 1.
+
+``quantile`` (default)
+    Divide each feature's error by that feature's validation quantile, so that
+    features of different scale and noise weigh the same; average the
+    normalised errors over features (or over the ``top_features`` largest);
+    take a trailing mean over ``smoothing`` points; and flag points whose
+    score exceeds ``factor`` times the validation quantile of the score.
+
+All functions are pure numpy so they can be tested with hand-computed arrays.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from lstmae.config import ThresholdConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Fitted thresholds of one group.
+
+    Attributes:
+        method: ``"reference"`` or ``"quantile"``.
+        features: feature names, in model order.
+        feature_thresholds: per-feature error threshold in original units
+            (``high`` for reference, the validation quantile for quantile).
+        score_threshold: threshold on the anomaly score (1.0 for reference).
+        mean, std, low: per-feature Gaussian fit of validation errors.
+        settings: the :class:`ThresholdConfig` used, as a dict.
+    """
+
+    method: str
+    features: tuple[str, ...]
+    feature_thresholds: tuple[float, ...]
+    score_threshold: float
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    low: tuple[float, ...]
+    settings: dict
+
+    def to_dict(self) -> dict:
+        return {
+            "method": self.method,
+            "features": list(self.features),
+            "feature_thresholds": list(self.feature_thresholds),
+            "score_threshold": self.score_threshold,
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "low": list(self.low),
+            "settings": dict(self.settings),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Thresholds":
+        return cls(
+            method=data["method"],
+            features=tuple(data["features"]),
+            feature_thresholds=tuple(float(x) for x in data["feature_thresholds"]),
+            score_threshold=float(data["score_threshold"]),
+            mean=tuple(float(x) for x in data["mean"]),
+            std=tuple(float(x) for x in data["std"]),
+            low=tuple(float(x) for x in data["low"]),
+            settings=dict(data["settings"]),
+        )
+
+    @property
+    def config(self) -> ThresholdConfig:
+        return ThresholdConfig(**self.settings)
+
+
+def _finite_rows(errors: np.ndarray) -> np.ndarray:
+    errors = np.asarray(errors, dtype=np.float64)
+    if errors.ndim != 2:
+        raise ValueError(f"errors must be (points, features). Received shape {errors.shape}.")
+    errors = errors[np.isfinite(errors).all(axis=1)]
+    if len(errors) == 0:
+        raise ValueError("Cannot fit thresholds: no finite validation errors.")
+    return errors
+
+
+def fit_thresholds(
+    features: list[str] | tuple[str, ...],
+    errors: np.ndarray,
+    settings: ThresholdConfig,
+    score_errors: np.ndarray | None = None,
+) -> Thresholds:
+    """Fit thresholds on validation errors.
+
+    Args:
+        features: feature names.
+        errors: ``(points, features)`` absolute validation errors in original
+            units, over all timesteps of all validation windows. Used for the
+            per-feature Gaussian and quantiles.
+        settings: threshold settings of the group.
+        score_errors: ``(points, features)`` errors in time order, one row per
+            scored point, used to calibrate the score threshold of the
+            quantile method. Defaults to ``errors``.
+
+    Returns:
+        The fitted :class:`Thresholds`.
+
+    Raises:
+        ValueError: on an unknown method or when there is no finite error.
+    """
+    errors = _finite_rows(errors)
+    mean = errors.mean(axis=0)
+    std = errors.std(axis=0)
+    high = mean + settings.sigma * std
+    low = mean - settings.sigma * std
+    floor = settings.min_threshold
+    if settings.method == "reference":
+        feature_thresholds = np.maximum(high, floor)
+        score_threshold = 1.0
+    elif settings.method == "quantile":
+        feature_thresholds = np.maximum(np.quantile(errors, settings.quantile, axis=0), floor)
+        calibration = errors if score_errors is None else np.asarray(score_errors, dtype=np.float64)
+        scores = smooth_scores(raw_scores(calibration, feature_thresholds, settings), settings.smoothing)
+        scores = scores[np.isfinite(scores)]
+        if len(scores) == 0:
+            raise ValueError("Cannot fit the score threshold: no scorable validation point.")
+        score_threshold = float(settings.factor * np.quantile(scores, settings.quantile))
+    else:
+        raise ValueError(f"Unknown threshold method {settings.method!r}. Expected 'reference' or 'quantile'.")
+    log.info(
+        "Fitted %s thresholds on %d validation points: score threshold %.6g", settings.method, len(errors), score_threshold
+    )
+    return Thresholds(
+        method=settings.method,
+        features=tuple(features),
+        feature_thresholds=tuple(float(x) for x in feature_thresholds),
+        score_threshold=float(score_threshold),
+        mean=tuple(float(x) for x in mean),
+        std=tuple(float(x) for x in std),
+        low=tuple(float(x) for x in low),
+        settings={
+            "method": settings.method,
+            "sigma": settings.sigma,
+            "quantile": settings.quantile,
+            "factor": settings.factor,
+            "smoothing": settings.smoothing,
+            "top_features": settings.top_features,
+            "min_threshold": settings.min_threshold,
+        },
+    )
+
+
+def feature_ratios(errors: np.ndarray, feature_thresholds) -> np.ndarray:
+    """Return ``errors / feature_thresholds``: 1.0 means exactly at the threshold."""
+    return np.asarray(errors, dtype=np.float64) / np.asarray(feature_thresholds, dtype=np.float64)
+
+
+def raw_scores(errors: np.ndarray, feature_thresholds, settings: ThresholdConfig) -> np.ndarray:
+    """Return the unsmoothed anomaly score of each row of ``(points, features)`` errors.
+
+    Rows with a NaN error get a NaN score.
+    """
+    ratios = feature_ratios(errors, feature_thresholds)
+    if settings.method == "reference":
+        return ratios.max(axis=1)
+    if settings.method != "quantile":
+        raise ValueError(f"Unknown threshold method {settings.method!r}. Expected 'reference' or 'quantile'.")
+    if 0 < settings.top_features < ratios.shape[1]:
+        ratios = -np.sort(-ratios, axis=1)[:, : settings.top_features]
+    return ratios.mean(axis=1)
+
+
+def smooth_scores(scores: np.ndarray, length: int) -> np.ndarray:
+    """Trailing mean of each score and up to ``length - 1`` scores before it.
+
+    NaN scores (unscorable points) are skipped in the mean and stay NaN, and
+    only earlier rows are used, so the result at a point never depends on later
+    data.
+
+    >>> smooth_scores(np.array([1.0, 2.0, np.nan, 4.0]), 2)
+    array([1. , 1.5, nan, 4. ])
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    if length <= 1:
+        return scores.copy()
+    smoothed = pd.Series(scores).rolling(length, min_periods=1).mean().to_numpy()
+    smoothed[np.isnan(scores)] = np.nan
+    return smoothed

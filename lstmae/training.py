@@ -1,0 +1,235 @@
+"""Training: curated metrics of a time range → a registered (and maybe promoted) model version."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+import pandas as pd
+
+from lstmae import registry
+from lstmae.config import Config, GroupConfig
+from lstmae.frames import group_frames, resolve_features
+from lstmae.ingest import read_curated
+from lstmae.lake import utc
+from lstmae.scaler import Scaler
+from lstmae.scoring import reconstruct, series_errors
+from lstmae.storage import Storage
+from lstmae.thresholds import fit_thresholds
+from lstmae.windows import cut_windows, window_starts
+
+log = logging.getLogger(__name__)
+
+
+class TrainingError(ValueError):
+    """Raised when the data cannot produce a usable model; nothing is published."""
+
+
+def split_point(config: Config, start: pd.Timestamp, end: pd.Timestamp) -> pd.Timestamp:
+    """First timestamp of the validation part: the last ``validation_fraction`` of the range, on the grid."""
+    return (start + (end - start) * (1 - config.validation_fraction)).floor(config.step_delta)
+
+
+def _windows(frames: dict[str, pd.DataFrame], scaler: Scaler, timesteps: int, stride: int) -> np.ndarray:
+    pieces = []
+    for frame in frames.values():
+        values = frame.to_numpy(dtype=np.float64)
+        valid = ~np.isnan(values).any(axis=1)
+        starts = window_starts(valid, timesteps, stride)
+        pieces.append(cut_windows(scaler.transform(np.nan_to_num(values)), starts, timesteps))
+    if not pieces:
+        return np.zeros((0, timesteps, len(scaler.features)), dtype=np.float32)
+    return np.concatenate(pieces)
+
+
+def _validation_errors(model, scaler: Scaler, frames: dict[str, pd.DataFrame], group: GroupConfig):
+    """Return ``(window_errors, point_errors, mean_squared_error)`` on the validation frames.
+
+    ``window_errors`` are absolute errors in original units at every timestep of
+    the validation windows (cut with the training stride), for the Gaussian of
+    the reference rule; ``point_errors`` are the per-point errors that scoring
+    produces (window ending at each point), in time order with NaN rows where a
+    point cannot be scored; the mean squared error is in standardised units.
+    """
+    windows = _windows(frames, scaler, group.timesteps, group.train_stride)
+    if len(windows) == 0:
+        raise TrainingError(
+            f"Group {group.name!r}: the validation period has no complete window of {group.timesteps} rows. "
+            "Train on a longer range or lower validation_fraction."
+        )
+    restored, _ = reconstruct(model, windows)
+    restored = np.asarray(restored)
+    mse = float(np.mean((restored - windows) ** 2))
+    features = windows.shape[2]
+    actual = scaler.inverse_transform(windows.reshape(-1, features))
+    window_errors = np.abs(actual - scaler.inverse_transform(restored.reshape(-1, features)))
+    point_errors = np.concatenate(
+        [series_errors(model, scaler, frame, group.timesteps).errors for frame in frames.values()]
+    )
+    return window_errors, point_errors, mse
+
+
+def _predictor_targets(frames, scaler: Scaler, group: GroupConfig):
+    total = group.timesteps + group.look_ahead
+    windows = _windows(frames, scaler, total, group.train_stride)
+    return windows[:, : group.timesteps], {"reconstruction": windows[:, : group.timesteps], "prediction": windows[:, group.timesteps :]}
+
+
+def train_group(storage: Storage, config: Config, group_name: str, start, end, *, promote: bool = True, plots: bool = True) -> dict:
+    """Train one group on curated metrics of ``[start, end)`` and register a version.
+
+    The last ``validation_fraction`` of the range (by time) is held out: the
+    scaler and model see only the first part; thresholds and gates use the
+    held-out part. The version is promoted to current when it passes the gates
+    (finite losses, enough windows, validation error no worse than the current
+    model's on the same data beyond ``promotion_tolerance``) and ``promote``.
+
+    Returns:
+        A small dict for XCom: group, version, status, reason, windows, losses.
+
+    Raises:
+        TrainingError: no data, too few windows, or a diverging fit; nothing is
+            registered in that case.
+    """
+    from lstmae.model import build_autoencoder, build_predictor, configure_tensorflow, fit_model
+
+    started = time.monotonic()
+    group = config.group(group_name)
+    start, end = utc(start), utc(end)
+    split = split_point(config, start, end)
+    curated = read_curated(storage, start, end)
+    if curated.empty:
+        raise TrainingError(
+            f"No curated metrics between {start.isoformat()} and {end.isoformat()} in {storage.uri}. "
+            "Ingest these days first (lstmae ingest, or the lstmae_ingest DAG)."
+        )
+    features = resolve_features(group, curated)
+    frames = group_frames(curated, group, features, config, start, end)
+    if not frames:
+        raise TrainingError(f"Group {group.name!r}: no series with the features {features[:5]} between {start} and {end}.")
+    train_frames = {name: frame[frame.index < split] for name, frame in frames.items()}
+    validation_frames = {name: frame[frame.index >= split] for name, frame in frames.items()}
+    train_rows = np.concatenate([f.to_numpy(dtype=np.float64) for f in train_frames.values()])
+    train_rows = train_rows[~np.isnan(train_rows).any(axis=1)]
+    if len(train_rows) == 0:
+        raise TrainingError(f"Group {group.name!r}: no complete training rows before {split.isoformat()}.")
+    scaler = Scaler.fit(features, train_rows)
+
+    configure_tensorflow(seed=config.seed)
+    if group.model_type == "predictor":
+        x, y = _predictor_targets(train_frames, scaler, group)
+        model = build_predictor(group.timesteps, len(features), group.look_ahead, group.units, group.learning_rate)
+    else:
+        x = _windows(train_frames, scaler, group.timesteps, group.train_stride)
+        y = x
+        model = build_autoencoder(group.timesteps, len(features), group.units, group.learning_rate)
+    if len(x) < config.min_training_windows:
+        raise TrainingError(
+            f"Group {group.name!r}: only {len(x)} training windows of {group.timesteps} rows "
+            f"(at least {config.min_training_windows} needed). Train on more days, or lower "
+            "timesteps, train_stride or min_training_windows."
+        )
+    log.info("Training group %s on %d windows of shape %s (%s..%s, validation from %s)",
+             group.name, len(x), x.shape[1:], start, end, split)
+    history = fit_model(model, x, y, epochs=group.epochs, batch_size=group.batch_size,
+                        validation_split=group.validation_split, seed=config.seed)
+
+    window_errors, point_errors, validation_mse = _validation_errors(model, scaler, validation_frames, group)
+    thresholds = fit_thresholds(features, window_errors if group.threshold.method == "reference" else point_errors,
+                                group.threshold, score_errors=point_errors)
+
+    gates, reason = _gates(storage, config, group, history, len(x), validation_frames, validation_mse, features)
+    status = "promoted" if gates and promote else ("registered" if gates else "rejected")
+    version = registry.new_version_id()
+    metadata = {
+        "status": status,
+        "reason": reason,
+        "model_type": group.model_type,
+        "features": features,
+        "timesteps": group.timesteps,
+        "look_ahead": group.look_ahead if group.model_type == "predictor" else None,
+        "scaler": scaler.to_dict(),
+        "thresholds": thresholds.to_dict(),
+        "data_range": {"start": start.isoformat(), "end": end.isoformat(), "validation_start": split.isoformat()},
+        "series": sorted(frames),
+        "training_windows": int(len(x)),
+        "history": history,
+        "validation": {
+            "mse": validation_mse,
+            "error_mean": [float(v) for v in np.nanmean(point_errors, axis=0)],
+            "error_p99": [float(v) for v in np.nanquantile(point_errors, 0.99, axis=0)],
+        },
+        "config": {"group": _group_dict(group), "step": config.step, "max_gap_steps": config.max_gap_steps, "seed": config.seed},
+        "library_versions": registry.library_versions(),
+        "trained_seconds": round(time.monotonic() - started, 2),
+    }
+    entry = registry.register(storage, group.name, version, model, metadata)
+    if plots:
+        _plot_losses(storage, entry, history)
+    if status == "promoted":
+        registry.promote(storage, group.name, version, reason="passed training gates")
+    log.info("Model %s/%s: %s (%s); validation MSE %.6g", group.name, version, status, reason, validation_mse)
+    return {
+        "group": group.name,
+        "version": version,
+        "status": status,
+        "reason": reason,
+        "training_windows": int(len(x)),
+        "loss": history["loss"][-1],
+        "val_loss": history.get("val_loss", [None])[-1],
+        "validation_mse": validation_mse,
+        "score_threshold": thresholds.score_threshold,
+    }
+
+
+def _group_dict(group: GroupConfig) -> dict:
+    import dataclasses
+
+    return dataclasses.asdict(group)
+
+
+def _gates(storage, config, group, history, windows, validation_frames, validation_mse, features):
+    """Return ``(passed, reason)`` for the promotion gates."""
+    losses = [v for values in history.values() for v in values]
+    if not np.isfinite(losses).all():
+        return False, "non-finite loss"
+    if windows < config.min_training_windows:
+        return False, f"only {windows} training windows"
+    current = registry.current_version(storage, group.name)
+    if current is None:
+        return True, "first model of the group"
+    entry = registry.get_version(storage, group.name, current)
+    if entry.features != features or entry.timesteps != group.timesteps:
+        return True, f"current model {current} has other features or timesteps; comparison not possible"
+    current_model = registry.load_keras_model(storage, entry)
+    windows_current = _windows(validation_frames, entry.scaler, group.timesteps, group.train_stride)
+    restored, _ = reconstruct(current_model, windows_current)
+    current_mse = float(np.mean((np.asarray(restored) - windows_current) ** 2))
+    limit = current_mse * (1 + config.promotion_tolerance)
+    if validation_mse <= limit:
+        return True, f"validation MSE {validation_mse:.6g} <= {limit:.6g} (current {current} {current_mse:.6g} + tolerance)"
+    return False, f"validation MSE {validation_mse:.6g} worse than current {current} {current_mse:.6g} beyond tolerance {config.promotion_tolerance}"
+
+
+def _plot_losses(storage: Storage, entry, history: dict) -> None:
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(6, 3.5), dpi=100)
+    for key, values in sorted(history.items()):
+        if key.endswith("loss"):
+            axis.plot(range(1, len(values) + 1), values, label=key)
+    axis.set_xlabel("epoch")
+    axis.set_ylabel("mean squared error (standardised)")
+    axis.set_title(f"{entry.group} {entry.version}")
+    axis.legend()
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    plt.close(figure)
+    storage.write_bytes(registry.artifact_key(entry.group, entry.version, "loss.png"), buffer.getvalue())
