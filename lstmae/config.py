@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -102,6 +103,84 @@ class GroupConfig:
     slo_percentiles: dict[str, float] = field(default_factory=dict)
 
 
+EPOCH_UNITS = ("auto", "s", "ms", "us", "ns")
+AMBIGUOUS_TIMES = ("reject", "earliest", "latest")
+CLOUDWATCH_STATISTICS = ("average", "sum", "min", "max", "count")
+_TEMPLATE_FIELD = re.compile(r"\{([^{}]+)\}")
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    """How the landing objects of every export format map onto the curated schema.
+
+    Column names apply to CSV and Parquet exports and match case-insensitively.
+    The label settings apply to formats whose series carry labels: Prometheus
+    ``query_range`` JSON and VictoriaMetrics exports (labels), InfluxDB line
+    protocol (tags) and CloudWatch Metric Streams (dimensions).
+
+    Attributes:
+        timestamp_column: column with the sample time. Default ``"timestamp"``.
+        entity_column: column with the entity (host, container) of long and
+            wide exports. A wide export without it takes the entity from the
+            object name (``node-1.csv.gz`` is entity ``node-1``). Default ``"entity"``.
+        metric_column: metric name column of long exports. Default ``"metric"``.
+        value_column: value column of long exports. Default ``"value"``.
+        label_columns: further columns of long exports kept as labels (JSON):
+            ``["*"]`` (default) keeps every other column, ``[]`` none.
+        delimiter: CSV field delimiter; ``.tsv`` objects always use a tab. Default ``","``.
+        thousands_separator: digit-group separator accepted in values when the
+            groups are well formed (``1,234.5`` is 1234.5, ``1,5`` is rejected).
+            ``""`` accepts none. Default ``","``.
+        timestamp_format: ``strptime`` format of text timestamps, e.g.
+            ``"%d.%m.%Y %H:%M"``. ``None`` (default) accepts ISO 8601 and epoch numbers.
+        epoch_unit: unit of epoch numbers in CSV and Parquet: ``"s"``, ``"ms"``,
+            ``"us"``, ``"ns"`` or ``"auto"`` (default), which reads magnitudes
+            below 1e11 as seconds, below 1e14 as milliseconds, below 1e17 as
+            microseconds and larger ones as nanoseconds.
+        ambiguous_time: naive local times in the repeated hour when clocks go
+            back: ``"reject"`` (default) quarantines them, ``"earliest"`` or
+            ``"latest"`` picks the first or second occurrence.
+        entity_labels: labels, tags or dimensions tried in order for the
+            entity. Default ``["instance", "host", "InstanceId"]``.
+        strip_port: drop a trailing ``:port`` from the entity
+            (``node-1:9100`` becomes ``node-1``). Default True.
+        metric_name: metric name of Prometheus and VictoriaMetrics series, a
+            template of ``{label}`` fields. Default ``"{__name__}"``.
+        influx_metric_name: metric name of InfluxDB fields, a template of
+            ``{measurement}``, ``{field}`` and tags. Default ``"{measurement}_{field}"``.
+        influx_precision: unit of line-protocol timestamps (``"s"``, ``"ms"``,
+            ``"us"``, ``"ns"``). Default ``"ns"``, what Telegraf writes.
+        cloudwatch_metric_name: metric name of CloudWatch records, a template of
+            ``{namespace}``, ``{metric_name}``, ``{unit}`` and dimensions.
+            Default ``"{metric_name}"``.
+        cloudwatch_statistic: the value taken from a CloudWatch record:
+            ``"average"`` (sum / count, default), ``"sum"``, ``"min"``,
+            ``"max"``, ``"count"`` or a percentile the stream exports (``"p99"``).
+        late_days: days after a sample's own day in which its object may
+            still land. A run for day D also reads ``landing/date=D+1/`` ..
+            ``D+late_days/`` and takes the rows of D from them. Default 0.
+    """
+
+    timestamp_column: str = "timestamp"
+    entity_column: str = "entity"
+    metric_column: str = "metric"
+    value_column: str = "value"
+    label_columns: tuple[str, ...] = ("*",)
+    delimiter: str = ","
+    thousands_separator: str = ","
+    timestamp_format: str | None = None
+    epoch_unit: str = "auto"
+    ambiguous_time: str = "reject"
+    entity_labels: tuple[str, ...] = ("instance", "host", "InstanceId")
+    strip_port: bool = True
+    metric_name: str = "{__name__}"
+    influx_metric_name: str = "{measurement}_{field}"
+    influx_precision: str = "ns"
+    cloudwatch_metric_name: str = "{metric_name}"
+    cloudwatch_statistic: str = "average"
+    late_days: int = 0
+
+
 @dataclass(frozen=True)
 class Config:
     """Settings of one lstmae deployment.
@@ -125,6 +204,7 @@ class Config:
             event and request retraining. Default 40.
         timezone: time zone applied to naive timestamps in exports. ``None``
             (default) rejects naive timestamps.
+        ingest: how landing exports map onto curated rows; see :class:`IngestConfig`.
         groups: metric groups; default one group of all metrics.
     """
 
@@ -139,6 +219,7 @@ class Config:
     min_training_windows: int = 8
     drift_windows: int = 40
     timezone: str | None = None
+    ingest: IngestConfig = field(default_factory=IngestConfig)
     groups: tuple[GroupConfig, ...] = (GroupConfig(),)
 
     @property
@@ -252,6 +333,68 @@ def _group_from_dict(path: str, data: dict) -> GroupConfig:
     )
 
 
+def _template(path: str, value: Any) -> str:
+    if not isinstance(value, str) or not _TEMPLATE_FIELD.search(value):
+        raise _fail(path, "expected a template with at least one {field}, such as '{__name__}'", value)
+    if "{" in _TEMPLATE_FIELD.sub("", value) or "}" in _TEMPLATE_FIELD.sub("", value):
+        raise _fail(path, "unbalanced braces in the template", value)
+    return value
+
+
+def _text(path: str, value: Any, *, empty: bool = False) -> str:
+    if not isinstance(value, str) or (not value and not empty):
+        raise _fail(path, "expected a non-empty string" if not empty else "expected a string", value)
+    return value
+
+
+def _ingest_from_dict(path: str, data: Any) -> IngestConfig:
+    if not isinstance(data, dict):
+        raise _fail(path, "expected a mapping", data)
+    _check_keys(path, data, {f.name for f in dataclasses.fields(IngestConfig)})
+    base = IngestConfig()
+    delimiter = _text(f"{path}.delimiter", data.get("delimiter", base.delimiter))
+    if len(delimiter) != 1 or delimiter in "\"\r\n":
+        raise _fail(f"{path}.delimiter", "expected one character other than a quote or a line break", delimiter)
+    separator = _text(f"{path}.thousands_separator", data.get("thousands_separator", base.thousands_separator), empty=True)
+    if len(separator) > 1 or separator == ".":
+        raise _fail(f"{path}.thousands_separator", "expected one character other than '.', or ''", separator)
+    timestamp_format = data.get("timestamp_format", base.timestamp_format)
+    if timestamp_format is not None and (not isinstance(timestamp_format, str) or "%" not in timestamp_format):
+        raise _fail(f"{path}.timestamp_format", "expected a strptime format such as '%d.%m.%Y %H:%M', or null", timestamp_format)
+    label_columns = data.get("label_columns", list(base.label_columns))
+    if isinstance(label_columns, str) or not isinstance(label_columns, list) or not all(isinstance(c, str) and c for c in label_columns):
+        raise _fail(f"{path}.label_columns", "expected a list of column names, ['*'] or []", label_columns)
+    strip_port = data.get("strip_port", base.strip_port)
+    if not isinstance(strip_port, bool):
+        raise _fail(f"{path}.strip_port", "expected true or false", strip_port)
+    statistic = _text(f"{path}.cloudwatch_statistic", data.get("cloudwatch_statistic", base.cloudwatch_statistic))
+    if statistic not in CLOUDWATCH_STATISTICS and not re.fullmatch(r"p\d{1,2}(\.\d+)?", statistic):
+        raise _fail(f"{path}.cloudwatch_statistic", f"expected one of {', '.join(CLOUDWATCH_STATISTICS)} or a percentile such as p99", statistic)
+    late_days = data.get("late_days", base.late_days)
+    if isinstance(late_days, bool) or not isinstance(late_days, int) or not 0 <= late_days <= 31:
+        raise _fail(f"{path}.late_days", "expected an integer from 0 to 31", late_days)
+    return IngestConfig(
+        timestamp_column=_text(f"{path}.timestamp_column", data.get("timestamp_column", base.timestamp_column)),
+        entity_column=_text(f"{path}.entity_column", data.get("entity_column", base.entity_column)),
+        metric_column=_text(f"{path}.metric_column", data.get("metric_column", base.metric_column)),
+        value_column=_text(f"{path}.value_column", data.get("value_column", base.value_column)),
+        label_columns=tuple(label_columns),
+        delimiter=delimiter,
+        thousands_separator=separator,
+        timestamp_format=timestamp_format,
+        epoch_unit=_choice(f"{path}.epoch_unit", data.get("epoch_unit", base.epoch_unit), EPOCH_UNITS),
+        ambiguous_time=_choice(f"{path}.ambiguous_time", data.get("ambiguous_time", base.ambiguous_time), AMBIGUOUS_TIMES),
+        entity_labels=_names(f"{path}.entity_labels", data.get("entity_labels", list(base.entity_labels))),
+        strip_port=strip_port,
+        metric_name=_template(f"{path}.metric_name", data.get("metric_name", base.metric_name)),
+        influx_metric_name=_template(f"{path}.influx_metric_name", data.get("influx_metric_name", base.influx_metric_name)),
+        influx_precision=_choice(f"{path}.influx_precision", data.get("influx_precision", base.influx_precision), EPOCH_UNITS[1:]),
+        cloudwatch_metric_name=_template(f"{path}.cloudwatch_metric_name", data.get("cloudwatch_metric_name", base.cloudwatch_metric_name)),
+        cloudwatch_statistic=statistic,
+        late_days=late_days,
+    )
+
+
 def config_from_dict(data: dict | None) -> Config:
     """Build and validate a :class:`Config` from parsed YAML."""
     data = data or {}
@@ -295,6 +438,7 @@ def config_from_dict(data: dict | None) -> Config:
         min_training_windows=_positive_int("min_training_windows", data.get("min_training_windows", base.min_training_windows)),
         drift_windows=_positive_int("drift_windows", data.get("drift_windows", base.drift_windows)),
         timezone=timezone,
+        ingest=_ingest_from_dict("ingest", data.get("ingest") or {}),
         groups=groups,
     )
 
