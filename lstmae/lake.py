@@ -94,3 +94,41 @@ def read_days(storage: Storage, table: str, start, end, group: str | None = None
     if not tables:
         return None
     return pa.concat_tables(tables, promote_options="default")
+
+
+def missing_slices(storage: Storage, table: str, start, end, group: str | None = None) -> list[tuple[pd.Timestamp, pd.Timestamp]]:
+    """Return the parts of ``[start, end)`` that no slice file of ``table`` covers, as ``(start, end)`` pairs.
+
+    A slice written for a day, even with zero rows, counts as covered: it
+    means the step ran for that time.
+
+    >>> from lstmae.storage import LocalStorage
+    >>> import tempfile
+    >>> lake = LocalStorage(tempfile.mkdtemp())
+    >>> _ = write_slice(lake, "metrics", utc("2026-09-01T00:00Z"), utc("2026-09-01T00:00Z"),
+    ...                 utc("2026-09-01T12:00Z"), pa.table({"x": [1]}))
+    >>> [(s.hour, e.day, e.hour) for s, e in missing_slices(lake, "metrics", "2026-09-01T00:00Z", "2026-09-02T06:00Z")]
+    [(12, 2, 6)]
+    """
+    missing = []
+    for day, slice_start, slice_end in day_slices(start, end):
+        covered = []
+        prefix = partition(table, day, group)
+        for key in storage.list(prefix + "/"):
+            match = _PART.search(key)
+            if match and "/" not in key[len(prefix) + 1 :]:
+                covered.append((day + pd.Timedelta(seconds=_parse_clock(match.group(1))),
+                                day + pd.Timedelta(seconds=_parse_clock(match.group(2)))))
+        cursor = slice_start
+        for low, high in sorted(covered):
+            if low > cursor:
+                break
+            cursor = max(cursor, high)
+            if cursor >= slice_end:
+                break
+        if cursor < slice_end:
+            if missing and missing[-1][1] == cursor:
+                missing[-1] = (missing[-1][0], slice_end)
+            else:
+                missing.append((cursor, slice_end))
+    return missing

@@ -136,6 +136,45 @@ def get_version(storage: Storage, group: str, version: str) -> ModelVersion:
     return ModelVersion(group, version, json.loads(storage.read_bytes(key)))
 
 
+def find_version(storage: Storage, version: str, group: str | None = None) -> ModelVersion:
+    """Return ``version`` from ``group``, or from whichever group holds it when ``group`` is None.
+
+    Raises:
+        RegistryError: no group holds the version, or several do (pass ``group``).
+    """
+    if group is not None:
+        return get_version(storage, group, version)
+    matches = [g for g in list_groups(storage) if storage.exists(f"{_group_prefix(g)}/{escape_segment(version)}/model.json")]
+    if not matches:
+        raise RegistryError(f"Model version {version!r} not found in any group of {storage.uri_of(MODELS)}. "
+                            "List the versions with 'lstmae models list'.")
+    if len(matches) > 1:
+        raise RegistryError(f"Model version {version!r} exists in several groups {matches}; name the group.")
+    return get_version(storage, matches[0], version)
+
+
+def summary(entry: ModelVersion, current: str | None = None) -> dict:
+    """Return the fields of a version that a listing shows (small, JSON-serialisable)."""
+    metadata = entry.metadata
+    validation = metadata.get("validation") or {}
+    history = metadata.get("history") or {}
+    data_range = metadata.get("data_range") or {}
+    return {
+        "group": entry.group,
+        "version": entry.version,
+        "current": entry.version == current,
+        "status": metadata.get("status"),
+        "reason": metadata.get("reason"),
+        "created_at": metadata.get("created_at"),
+        "data_start": data_range.get("start"),
+        "data_end": data_range.get("end"),
+        "training_windows": metadata.get("training_windows"),
+        "loss": (history.get("loss") or [None])[-1],
+        "val_loss": (history.get("val_loss") or [None])[-1],
+        "validation_mse": validation.get("mse"),
+    }
+
+
 def _read_pointer(storage: Storage, group: str) -> dict:
     key = f"{_group_prefix(group)}/current.json"
     if not storage.exists(key):

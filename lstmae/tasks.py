@@ -8,6 +8,7 @@ returns a small JSON-serialisable dict for XCom.
 from __future__ import annotations
 
 import logging
+import os
 
 import pandas as pd
 
@@ -51,18 +52,124 @@ def training_range(config: Config, end) -> tuple[pd.Timestamp, pd.Timestamp]:
     return end - pd.Timedelta(days=config.training_days), end
 
 
-def run_train(group: str, start, end, promote: bool = True, config_path: str | None = None) -> dict:
+def use_threads(threads: int | None) -> None:
+    """Size TensorFlow's thread pools for this process, e.g. from the task's pool slots.
+
+    Sets ``$LSTMAE_THREADS``, which :func:`lstmae.model.configure_tensorflow`
+    reads; it has an effect only before TensorFlow runs its first operation
+    in the process. ``None`` or 0 keeps TensorFlow's default (every core).
+    """
+    if threads:
+        os.environ["LSTMAE_THREADS"] = str(int(threads))
+
+
+def run_train(group: str, start, end, promote: bool = True, config_path: str | None = None,
+              threads: int | None = None) -> dict:
     from lstmae.training import train_group
 
+    use_threads(threads)
     config, storage = context(config_path)
     return train_group(storage, config, group, start, end, promote=promote)
 
 
-def run_score(group: str, start, end, version: str | None = None, config_path: str | None = None) -> dict:
+def run_score(group: str, start, end, version: str | None = None, config_path: str | None = None,
+              threads: int | None = None) -> dict:
     from lstmae.pipeline import score_group
 
+    if threads:
+        from lstmae.model import configure_tensorflow
+
+        use_threads(threads)
+        configure_tensorflow(threads=threads)
     config, storage = context(config_path)
     return score_group(storage, config, group, start, end, version=version)
+
+
+class DataNotReadyError(RuntimeError):
+    """Raised when the curated metrics of an interval are not there yet; retrying later may succeed."""
+
+
+def check_metrics_ready(start, end, config_path: str | None = None) -> dict:
+    """Raise :class:`DataNotReadyError` unless ingest has written every part of ``[start, end)``.
+
+    Scoring and ingest of the same interval can be scheduled at the same
+    time; the score DAG calls this first and retries until ingest is done.
+    """
+    from lstmae.ingest import METRICS
+    from lstmae.lake import missing_slices
+
+    config, storage = context(config_path)
+    missing = missing_slices(storage, METRICS, start, end)
+    if missing:
+        ranges = ", ".join(f"{low.isoformat()} .. {high.isoformat()}" for low, high in missing[:5])
+        raise DataNotReadyError(
+            f"Curated metrics are missing for {ranges} in {storage.uri_of(METRICS)}. "
+            "Ingest these days first (the lstmae_ingest DAG, or lstmae ingest); this task retries."
+        )
+    return {"start": str(start), "end": str(end), "ready": True}
+
+
+def run_alerts(start, end, post=None, link: str | None = None, config_path: str | None = None) -> dict:
+    """Send alerts for the incidents and SLO violations of ``[start, end)`` that were not alerted yet.
+
+    Args:
+        post: callable that posts one Slack payload and raises on failure;
+            None only counts the pending alerts.
+        link: URL of the anomalies page for the messages (default ``$LSTMAE_ANOMALIES_URL``).
+    """
+    from lstmae.alerts import incident_alerts, send_alerts, slo_violation_alerts
+
+    config, storage = context(config_path)
+    candidates = incident_alerts(storage, start, end) + slo_violation_alerts(storage, start, end)
+    # Incidents of one entity and group closer than this are one incident:
+    # the merge distance of lstmae.pipeline.combine_interval (6 grid steps).
+    merge_gap = 6 * config.step_delta
+    return send_alerts(storage, candidates, post, merge_gap, link=link or os.environ.get("LSTMAE_ANOMALIES_URL"))
+
+
+def run_registry_action(action: str, version: str | None = None, group: str | None = None,
+                        config_path: str | None = None) -> dict:
+    """Promote a version, roll back, or list versions: the train DAG's manual actions and ``lstmae models``.
+
+    Args:
+        action: ``"promote"`` (needs ``version``), ``"rollback"`` (every
+            configured group with an earlier current version, or only
+            ``group``) or ``"list"``.
+        version: the version to promote.
+        group: restrict to one group; for promote, default the group that holds ``version``.
+
+    Returns:
+        ``{"action", "groups": {group: pointer or listing}}``.
+    """
+    from lstmae import registry
+
+    config, storage = context(config_path)
+    if action == "promote":
+        if not version:
+            raise ValueError("Action 'promote' needs a version: set the param 'version' (see 'lstmae models list').")
+        entry = registry.find_version(storage, version, group)
+        return {"action": action, "groups": {entry.group: registry.promote(storage, entry.group, entry.version, reason="manual promotion")}}
+    if action == "rollback":
+        groups = [group] if group else [g.name for g in config.groups]
+        result = {}
+        for name in groups:
+            try:
+                result[name] = registry.rollback(storage, name)
+            except registry.RegistryError as error:
+                if group:
+                    raise
+                log.warning("Skipped rollback of group %s: %s", name, error)
+        if not result:
+            raise registry.RegistryError(f"No group could be rolled back ({', '.join(groups)}): none has an earlier current version.")
+        return {"action": action, "groups": result}
+    if action == "list":
+        groups = [group] if group else registry.list_groups(storage)
+        listing = {}
+        for name in groups:
+            current = registry.current_version(storage, name)
+            listing[name] = [registry.summary(entry, current) for entry in registry.list_versions(storage, name)]
+        return {"action": action, "groups": listing}
+    raise ValueError(f"Unknown registry action {action!r}. Expected one of: promote, rollback, list.")
 
 
 def run_combine(start, end, config_path: str | None = None) -> dict:

@@ -72,3 +72,91 @@ def s3_lake(moto_server):
     finally:
         request = urllib.request.Request(f"{moto_server}/moto-api/reset", method="POST")
         urllib.request.urlopen(request, timeout=10).close()
+
+
+# A small scored lake shared by the operations tests. Two hosts report three
+# metrics on a 5-minute grid, and host-a has a cpu spike. A tiny model is
+# trained on three days, then three further days are scored and combined one
+# day at a time.
+SYNTHETIC_START = "2026-09-01T00:00:00Z"
+SYNTHETIC_SPIKE = ("2026-09-05T10:00:00Z", "2026-09-05T11:00:00Z")
+SYNTHETIC_CONFIG = {
+    "step": "5min",
+    "groups": [{"name": "all", "timesteps": 12, "train_stride": 6, "units": [8, 8, 8], "epochs": 2, "batch_size": 32}],
+}
+
+
+def write_synthetic_export(path: Path, seed: int, days: int = 6, spike: tuple[str, str] | None = None) -> Path:
+    """Write a wide CSV export (timestamp, cpu, memory, disk) with daily cycles and noise."""
+    import numpy as np
+    import pandas as pd
+
+    index = pd.date_range(SYNTHETIC_START, periods=days * 288, freq="5min")
+    rng = np.random.default_rng(seed)
+    phase = 2 * np.pi * (index.hour * 60 + index.minute) / 1440
+    frame = pd.DataFrame(
+        {
+            "timestamp": index.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "cpu": 0.5 + 0.2 * np.sin(phase) + rng.normal(0, 0.02, len(index)),
+            "memory": 0.6 + 0.1 * np.cos(phase) + rng.normal(0, 0.02, len(index)),
+            "disk": 0.3 + rng.normal(0, 0.02, len(index)),
+        }
+    )
+    if spike:
+        inside = (index >= pd.Timestamp(spike[0])) & (index < pd.Timestamp(spike[1]))
+        frame.loc[inside, "cpu"] += 0.6
+    frame.to_csv(path, index=False)
+    return path
+
+
+def build_synthetic_lake(root: Path, train_days: int = 3, score_days: int = 3, epochs: int = 2) -> dict:
+    """Land, ingest, train and score the synthetic fleet under ``root``; return paths and names."""
+    import inspect
+
+    import pandas as pd
+    import yaml
+
+    from lstmae.config import config_from_dict
+    from lstmae.ingest import ingest_interval
+    from lstmae.landing import land_wide_csv
+    from lstmae.pipeline import combine_interval, score_group
+    from lstmae.storage import LocalStorage
+    from lstmae.training import train_group
+
+    root.mkdir(parents=True, exist_ok=True)
+    lake_path = root / "lake"
+    data = dict(SYNTHETIC_CONFIG, lake=str(lake_path))
+    data["groups"] = [dict(data["groups"][0], epochs=epochs)]
+    config_path = root / "config.yaml"
+    config_path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    config = config_from_dict(data)
+    storage = LocalStorage(lake_path)
+    days = train_days + score_days
+    for entity, seed, spike in (("host-a", 1, SYNTHETIC_SPIKE), ("host-b", 2, None)):
+        land_wide_csv(storage, write_synthetic_export(root / f"{entity}.csv", seed, days, spike), entity)
+    first = pd.Timestamp(SYNTHETIC_START)
+    ingest_interval(storage, config, first, first + pd.Timedelta(days=days))
+    split = first + pd.Timedelta(days=train_days)
+    trained = train_group(storage, config, "all", first, split, plots=False)
+    score_days_list = [split + pd.Timedelta(days=i) for i in range(score_days)]
+    # Incident plots cost time and are not what these tests look at.
+    combine_options = {"plots": False} if "plots" in inspect.signature(combine_interval).parameters else {}
+    for day in score_days_list:
+        score_group(storage, config, "all", day, day + pd.Timedelta(days=1))
+        combine_interval(storage, config, day, day + pd.Timedelta(days=1), **combine_options)
+    return {
+        "root": root,
+        "lake": lake_path,
+        "config_path": config_path,
+        "config": config,
+        "storage": storage,
+        "version": trained["version"],
+        "train_range": (first, split),
+        "score_days": score_days_list,
+    }
+
+
+@pytest.fixture(scope="session")
+def scored_lake(tmp_path_factory) -> dict:
+    """The synthetic lake after ingest, training and scoring; read-only for tests (copy it to change it)."""
+    return build_synthetic_lake(tmp_path_factory.mktemp("scored"))
