@@ -189,8 +189,10 @@ class Config:
         lake: URI of the lake root (``file:///...`` or ``s3://bucket/prefix``).
             Defaults to ``$LSTMAE_LAKE`` or ``./lake``.
         step: sampling grid as a pandas offset (``"5min"``, ``"1min"``).
-        max_gap_steps: missing grid points filled by linear interpolation when
-            a gap is at most this long; longer gaps break windows. Default 3.
+        max_gap_steps: a missing grid point takes the last value before it
+            for at most this many points (a forward fill, so a point never
+            depends on later data); the rest of a longer gap stays missing
+            and breaks windows. Default 3.
         vote_threshold: a window is an anomaly when the summed weights of the
             groups that flag it reach this value. Default 0.5.
         training_days: days of curated metrics a nightly training run reads.
