@@ -38,7 +38,11 @@ with DAG(
         from lstmae.intervals import interval_from_context
         from lstmae.tasks import run_ingest
 
-        start, end = interval_from_context(get_current_context())
-        return run_ingest(start.isoformat(), end.isoformat())
+        run = get_current_context()
+        start, end = interval_from_context(run)
+        report = run_ingest(start.isoformat(), end.isoformat())
+        # An asset-triggered score run reads its interval from this extra.
+        run["outlet_events"][METRICS].extra = {"start": start.isoformat(), "end": end.isoformat()}
+        return report
 
     ingest()

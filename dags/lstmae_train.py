@@ -9,16 +9,28 @@ The version becomes *current* only when it passes the gates (finite losses,
 enough windows, validation error no worse than the current model's).
 
 Params of a manual run: `start`/`end` to train on another range, `promote`
-to register without promoting.
+to register without promoting. The param `action` turns a manual run into a
+registry action instead of training: `promote` makes the param `version`
+current, `rollback` makes the previous current version current again (for
+the param `group`, or for every group when it is empty).
+
+Training runs in the pool `lstmae_training`, so that it cannot take every
+worker slot from scoring; create it once with
+`airflow pools set lstmae_training 1 "lstmae model training"`. Each training
+task takes `LSTMAE_TRAIN_SLOTS` slots of it (default 1); when that variable
+is set, TensorFlow in the task uses as many threads.
 """
 
 from __future__ import annotations
+
+import os
 
 import pendulum
 from airflow.sdk import DAG, Asset, Param, get_current_context, task
 from airflow.sdk import CronDataIntervalTimetable
 
 MODEL = Asset("lstmae://models", extra={"layer": "model registry"})
+TRAIN_SLOTS = os.environ.get("LSTMAE_TRAIN_SLOTS")
 
 with DAG(
     dag_id="lstmae_train",
@@ -32,8 +44,23 @@ with DAG(
         "start": Param(None, type=["null", "string"], description="Start of the training range (ISO 8601, UTC)."),
         "end": Param(None, type=["null", "string"], description="End of the training range, exclusive."),
         "promote": Param(True, type="boolean", description="Promote the new version when it passes the gates."),
+        "action": Param("train", enum=["train", "promote", "rollback"],
+                        description="train: train every group; promote: make 'version' current; rollback: restore the previous current version."),
+        "version": Param(None, type=["null", "string"], description="Model version for the action 'promote' (see lstmae models list)."),
+        "group": Param(None, type=["null", "string"], description="Restrict 'promote' or 'rollback' to one group."),
     },
 ) as dag:
+
+    @task.branch
+    def choose_action() -> str:
+        return "groups" if get_current_context()["params"].get("action", "train") == "train" else "registry_action"
+
+    @task(outlets=[MODEL])
+    def registry_action() -> dict:
+        from lstmae.tasks import run_registry_action
+
+        params = get_current_context()["params"]
+        return run_registry_action(params["action"], version=params.get("version"), group=params.get("group"))
 
     @task
     def groups() -> list[str]:
@@ -41,7 +68,7 @@ with DAG(
 
         return group_names()
 
-    @task(pool="lstmae_training", outlets=[MODEL])
+    @task(pool="lstmae_training", pool_slots=int(TRAIN_SLOTS or 1), outlets=[MODEL])
     def train(group: str) -> dict:
         from lstmae.intervals import interval_from_context
         from lstmae.tasks import context, run_train, training_range
@@ -53,6 +80,9 @@ with DAG(
         else:
             _, end = interval_from_context(run)
             start, end = training_range(context()[0], end)
-        return run_train(group, start.isoformat(), end.isoformat(), promote=bool(params.get("promote", True)))
+        threads = int(TRAIN_SLOTS) if TRAIN_SLOTS else None
+        return run_train(group, start.isoformat(), end.isoformat(), promote=bool(params.get("promote", True)), threads=threads)
 
-    train.expand(group=groups())
+    configured_groups = groups()
+    choose_action() >> [configured_groups, registry_action()]
+    train.expand(group=configured_groups)

@@ -27,9 +27,46 @@ def _timestamp(value, name: str) -> pd.Timestamp:
     return stamp.tz_convert("UTC")
 
 
+def interval_from_asset_events(triggering_asset_events) -> tuple[pd.Timestamp, pd.Timestamp] | None:
+    """Return the interval that covers every ``start``/``end`` pair in the extras of asset events.
+
+    An asset-triggered run has no data interval. The ingest task stores the
+    interval it wrote in the extra of its ``metrics`` asset event, so a run
+    triggered by several events covers them all, from the earliest start to
+    the latest end.
+
+    Args:
+        triggering_asset_events: Airflow's ``triggering_asset_events`` (a
+            mapping of asset to events with an ``extra`` dict), or None.
+
+    Returns:
+        ``(start, end)``, or None when no event carries both ``start`` and ``end``.
+
+    >>> class Event:
+    ...     def __init__(self, extra): self.extra = extra
+    >>> events = {"metrics": [Event({"start": "2026-09-02T00:00Z", "end": "2026-09-03T00:00Z"}),
+    ...                       Event({"start": "2026-09-01T00:00Z", "end": "2026-09-02T00:00Z"})]}
+    >>> [t.isoformat() for t in interval_from_asset_events(events)]
+    ['2026-09-01T00:00:00+00:00', '2026-09-03T00:00:00+00:00']
+    """
+    if not triggering_asset_events:
+        return None
+    starts, ends = [], []
+    for events in triggering_asset_events.values():
+        for event in events:
+            extra = getattr(event, "extra", None) or {}
+            if extra.get("start") and extra.get("end"):
+                starts.append(_timestamp(extra["start"], "asset event extra 'start'"))
+                ends.append(_timestamp(extra["end"], "asset event extra 'end'"))
+    if not starts:
+        return None
+    return min(starts), max(ends)
+
+
 def interval_from_context(context: Mapping) -> tuple[pd.Timestamp, pd.Timestamp]:
     """Return ``(start, end)`` of the run: the params ``start``/``end`` when both are set,
-    else the run's data interval.
+    else the run's data interval, else (for an asset-triggered run) the
+    interval named by the triggering asset events.
 
     Raises:
         ValueError: the run has no data interval (a manual run without a logical
@@ -45,8 +82,12 @@ def interval_from_context(context: Mapping) -> tuple[pd.Timestamp, pd.Timestamp]
         start_value = context.get("data_interval_start")
         end_value = context.get("data_interval_end")
         if start_value is None or end_value is None:
-            raise ValueError(f"This run has no data interval, so there is nothing to process. {NO_INTERVAL_HELP}")
-        start, end = _timestamp(start_value, "data_interval_start"), _timestamp(end_value, "data_interval_end")
+            from_events = interval_from_asset_events(context.get("triggering_asset_events"))
+            if from_events is None:
+                raise ValueError(f"This run has no data interval, so there is nothing to process. {NO_INTERVAL_HELP}")
+            start, end = from_events
+        else:
+            start, end = _timestamp(start_value, "data_interval_start"), _timestamp(end_value, "data_interval_end")
     if end <= start:
         raise ValueError(
             f"The data interval {start.isoformat()} .. {end.isoformat()} is empty. {NO_INTERVAL_HELP} "
