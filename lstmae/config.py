@@ -20,6 +20,8 @@ import yaml
 LAYOUTS = ("metrics", "nodes")
 MODEL_TYPES = ("autoencoder", "predictor")
 THRESHOLD_METHODS = ("reference", "quantile")
+# The reference prototype's SLO limits: 99th percentile for CPU, 95th for memory.
+DEFAULT_SLO_PERCENTILES = {"*cpu*": 99.0, "*mem*": 95.0}
 
 
 class ConfigError(ValueError):
@@ -81,8 +83,11 @@ class GroupConfig:
             window and predicts the next ``look_ahead`` rows).
         look_ahead: rows predicted by the predictor variant. Default 10.
         threshold: see :class:`ThresholdConfig`.
-        slo_percentiles: per-metric percentile of training data used as an SLO
-            limit, e.g. ``{"cpu": 99, "memory": 95}``. Empty disables SLO checks.
+        slo_percentiles: ``{metric pattern: percentile}``: each metric whose
+            name matches a pattern (shell-style, case-insensitive, first match
+            wins) gets the percentile of its training values, per entity, as
+            its SLO limit. Default ``{"*cpu*": 99, "*mem*": 95}``; an empty
+            mapping disables SLO checks.
     """
 
     name: str = "all"
@@ -100,7 +105,7 @@ class GroupConfig:
     model_type: str = "autoencoder"
     look_ahead: int = 10
     threshold: ThresholdConfig = field(default_factory=ThresholdConfig)
-    slo_percentiles: dict[str, float] = field(default_factory=dict)
+    slo_percentiles: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_SLO_PERCENTILES))
 
 
 EPOCH_UNITS = ("auto", "s", "ms", "us", "ns")
@@ -204,6 +209,10 @@ class Config:
         min_training_windows: fewer training windows fail training. Default 8.
         drift_windows: consecutive anomalous windows that record a drift
             event and request retraining. Default 40.
+        slo_windows: consecutive windows with a value above an SLO limit that
+            raise an SLO violation. Default 3.
+        incident_merge_steps: anomalous points of one entity and group at
+            most this many grid steps apart belong to one incident. Default 6.
         timezone: time zone applied to naive timestamps in exports. ``None``
             (default) rejects naive timestamps.
         ingest: how landing exports map onto curated rows; see :class:`IngestConfig`.
@@ -220,6 +229,8 @@ class Config:
     promotion_tolerance: float = 0.1
     min_training_windows: int = 8
     drift_windows: int = 40
+    slo_windows: int = 3
+    incident_merge_steps: int = 6
     timezone: str | None = None
     ingest: IngestConfig = field(default_factory=IngestConfig)
     groups: tuple[GroupConfig, ...] = (GroupConfig(),)
@@ -245,6 +256,18 @@ def _fail(path: str, message: str, value: Any) -> ConfigError:
 def _positive_int(path: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise _fail(path, "expected a positive integer", value)
+    return value
+
+
+def _non_negative_int(path: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise _fail(path, "expected a non-negative integer", value)
+    return value
+
+
+def _integer(path: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _fail(path, "expected an integer", value)
     return value
 
 
@@ -287,7 +310,7 @@ def _threshold_from_dict(path: str, data: dict) -> ThresholdConfig:
         quantile=_number(f"{path}.quantile", data.get("quantile", base.quantile), 0.5, 1.0),
         factor=_number(f"{path}.factor", data.get("factor", base.factor), 0.01, 100.0),
         smoothing=_positive_int(f"{path}.smoothing", data.get("smoothing", base.smoothing)),
-        top_features=int(_number(f"{path}.top_features", data.get("top_features", base.top_features), 0, 10_000)),
+        top_features=_non_negative_int(f"{path}.top_features", data.get("top_features", base.top_features)),
         min_threshold=_number(f"{path}.min_threshold", data.get("min_threshold", base.min_threshold), 0.0, 1e12),
     )
 
@@ -310,9 +333,12 @@ def _group_from_dict(path: str, data: dict) -> GroupConfig:
     timesteps = _positive_int(f"{path}.timesteps", data.get("timesteps", base.timesteps))
     if timesteps < 2:
         raise _fail(f"{path}.timesteps", "a window needs at least 2 rows", timesteps)
-    slo = data.get("slo_percentiles", {})
-    if not isinstance(slo, dict):
-        raise _fail(f"{path}.slo_percentiles", "expected a mapping of metric to percentile", slo)
+    slo = data.get("slo_percentiles", dict(DEFAULT_SLO_PERCENTILES))
+    if slo is None:
+        slo = {}
+    if not isinstance(slo, dict) or not all(isinstance(k, str) and k for k in slo):
+        raise _fail(f"{path}.slo_percentiles", "expected a mapping of metric name or pattern to a percentile, "
+                    "e.g. {'*cpu*': 99, '*mem*': 95}, or {} to disable SLO checks", slo)
     return GroupConfig(
         name=name,
         weight=_number(f"{path}.weight", data.get("weight", base.weight), 0.0, 1.0),
@@ -435,10 +461,12 @@ def config_from_dict(data: dict | None) -> Config:
         vote_threshold=_number("vote_threshold", data.get("vote_threshold", base.vote_threshold), 0.0, 1.0),
         training_days=_positive_int("training_days", data.get("training_days", base.training_days)),
         validation_fraction=_number("validation_fraction", data.get("validation_fraction", base.validation_fraction), 0.05, 0.9),
-        seed=int(data.get("seed", base.seed)),
+        seed=_integer("seed", data.get("seed", base.seed)),
         promotion_tolerance=_number("promotion_tolerance", data.get("promotion_tolerance", base.promotion_tolerance), 0.0, 100.0),
         min_training_windows=_positive_int("min_training_windows", data.get("min_training_windows", base.min_training_windows)),
         drift_windows=_positive_int("drift_windows", data.get("drift_windows", base.drift_windows)),
+        slo_windows=_positive_int("slo_windows", data.get("slo_windows", base.slo_windows)),
+        incident_merge_steps=_non_negative_int("incident_merge_steps", data.get("incident_merge_steps", base.incident_merge_steps)),
         timezone=timezone,
         ingest=_ingest_from_dict("ingest", data.get("ingest") or {}),
         groups=groups,

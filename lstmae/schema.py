@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: windows.slo_features; slo_violations and drift_events tables
 
 TIMESTAMP = pa.timestamp("ms", tz="UTC")
 
@@ -60,6 +60,8 @@ _WINDOW_FIELDS = [
     pa.field("max_ratio", pa.float64()),
     pa.field("first_offending_timestamp", TIMESTAMP),
     pa.field("features_over_threshold", pa.list_(pa.string())),
+    # Features with a value above their SLO limit in this window (empty: none).
+    pa.field("slo_features", pa.list_(pa.string())),
 ]
 
 # Verdict of every complete non-overlapping window, per group.
@@ -100,6 +102,36 @@ INCIDENTS = pa.schema(
         pa.field("points", pa.int64()),
         pa.field("top_features", pa.list_(pa.string())),
         pa.field("open", pa.bool_()),
+    ]
+)
+
+# Runs of at least ``slo_windows`` consecutive windows with a value above an
+# SLO limit, one row per run, in the partition of the day of ``end``. A run
+# that continues into the next interval keeps its id there.
+SLO_VIOLATIONS = pa.schema(
+    [
+        pa.field("violation_id", pa.string(), nullable=False),
+        pa.field("entity", pa.string(), nullable=False),
+        pa.field("group", pa.string(), nullable=False),
+        pa.field("model_version", pa.string(), nullable=False),
+        pa.field("start", TIMESTAMP, nullable=False),  # first point of the first violating window
+        pa.field("end", TIMESTAMP, nullable=False),  # last point of the last violating window
+        pa.field("windows", pa.int64(), nullable=False),
+        pa.field("features", pa.list_(pa.string())),  # features over their limit, most frequent first
+        pa.field("open", pa.bool_()),
+    ]
+)
+
+# Context drift: a run of ``drift_windows`` consecutive anomalous windows.
+DRIFT_EVENTS = pa.schema(
+    [
+        pa.field("event_id", pa.string(), nullable=False),
+        pa.field("entity", pa.string(), nullable=False),
+        pa.field("group", pa.string(), nullable=False),
+        pa.field("model_version", pa.string(), nullable=False),
+        pa.field("run_start", TIMESTAMP, nullable=False),
+        pa.field("detected_at", TIMESTAMP, nullable=False),  # end of the drift_windows-th window
+        pa.field("windows", pa.int64(), nullable=False),
     ]
 )
 

@@ -22,7 +22,8 @@ import pandas as pd
 
 from lstmae.frames import missing_reasons
 from lstmae.scaler import Scaler
-from lstmae.thresholds import Thresholds, feature_ratios, raw_scores, smooth_scores
+from lstmae.slo import window_violations
+from lstmae.thresholds import Thresholds, feature_ratios, prediction_scores, raw_scores, smooth_scores
 from lstmae.windows import cut_windows, trailing_window_ends
 
 log = logging.getLogger(__name__)
@@ -39,8 +40,10 @@ class SeriesErrors:
         reconstruction: ``(rows, features)`` reconstruction of the last step of
             the window ending at each scorable row (NaN elsewhere).
         errors: ``(rows, features)`` absolute errors in original units.
-        early_warning: ``(rows,)`` one-step-ahead prediction error ratio of the
-            predictor variant (NaN for the plain autoencoder).
+        prediction_errors: ``(rows, features)`` absolute error, in original
+            units, of the predictor variant's one-step-ahead forecast of each
+            row, made from the window that ends one row earlier. NaN where
+            there is no such window, and everywhere for the plain autoencoder.
     """
 
     index: pd.DatetimeIndex
@@ -48,7 +51,7 @@ class SeriesErrors:
     values: np.ndarray
     reconstruction: np.ndarray
     errors: np.ndarray
-    early_warning: np.ndarray
+    prediction_errors: np.ndarray
 
 
 def reconstruct(model, windows: np.ndarray, batch_size: int = 1024):
@@ -69,36 +72,39 @@ def series_errors(model, scaler: Scaler, frame: pd.DataFrame, timesteps: int, ba
     scorable = trailing_window_ends(valid, timesteps)
     ends = np.flatnonzero(scorable)
     reconstruction = np.full((rows, features), np.nan)
-    early_warning = np.full(rows, np.nan)
+    prediction_errors = np.full((rows, features), np.nan)
     if len(ends):
         scaled = scaler.transform(np.where(np.isnan(values), 0.0, values))
         windows = cut_windows(scaled, ends - timesteps + 1, timesteps)
         restored, prediction = reconstruct(model, windows, batch_size)
         reconstruction[ends] = scaler.inverse_transform(np.asarray(restored)[:, -1, :])
         if prediction is not None:
-            # The prediction made from the window ending at t-1 for step t.
-            predicted = scaler.inverse_transform(np.asarray(prediction)[:, 0, :])
-            position = {end: i for i, end in enumerate(ends)}
-            for i, end in enumerate(ends):
-                previous = position.get(end - 1)
-                if previous is not None:
-                    spread = np.array(scaler.std)
-                    early_warning[end] = float(np.mean(np.abs(values[end] - predicted[previous]) / spread))
+            # The window ending at row e forecasts row e + 1; keep forecasts of rows that exist.
+            forecast = scaler.inverse_transform(np.asarray(prediction)[:, 0, :])
+            targets = ends + 1
+            inside = targets < rows
+            prediction_errors[targets[inside]] = np.abs(values[targets[inside]] - forecast[inside])
     errors = np.abs(values - reconstruction)
-    return SeriesErrors(frame.index, scorable, values, reconstruction, errors, early_warning)
+    return SeriesErrors(frame.index, scorable, values, reconstruction, errors, prediction_errors)
 
 
 def block_verdicts(
     model, scaler: Scaler, thresholds: Thresholds, frame: pd.DataFrame, timesteps: int,
     point_anomaly: np.ndarray, ratios: np.ndarray, start: pd.Timestamp, end: pd.Timestamp,
+    slo_limits: dict[str, float] | None = None,
 ) -> list[dict]:
-    """Judge every complete epoch-anchored block of ``timesteps`` points ending in ``[start, end)``."""
+    """Judge every complete epoch-anchored block of ``timesteps`` points ending in ``[start, end)``.
+
+    With the ``reference`` method a block is anomalous when any timestep of
+    any feature of its own reconstruction exceeds the feature's threshold (the
+    prototype's rule); with the other methods when any of its points is an
+    anomaly. Every verdict also lists the features with a value above their
+    SLO limit (``slo_features``).
+    """
     index = frame.index
-    if len(index) == 0:
+    if len(index) < 2:
         return []
-    step = index[1] - index[0] if len(index) > 1 else None
-    if step is None:
-        return []
+    step = index[1] - index[0]
     positions = ((index - pd.Timestamp(0, tz="UTC")) // step).to_numpy()
     values = frame.to_numpy(dtype=np.float64)
     valid = ~np.isnan(values).any(axis=1)
@@ -108,6 +114,7 @@ def block_verdicts(
     if not ends:
         return []
     features = list(frame.columns)
+    limits = slo_limits or {}
     verdicts = []
     if thresholds.method == "reference":
         scaled = scaler.transform(values[: max(ends) + 1])
@@ -123,7 +130,8 @@ def block_verdicts(
             first = index[start_index + int(np.flatnonzero(over.any(axis=1))[0])] if anomalous else None
             ranked = np.argsort(-np.where(over, block_ratios, 0).sum(axis=0))
             verdicts.append(_verdict(index, start_index, end_index, anomalous, float(block_ratios.max()), first,
-                                     [features[i] for i in ranked if over[:, i].any()]))
+                                     [features[i] for i in ranked if over[:, i].any()],
+                                     window_violations(actual, features, limits)))
         return verdicts
     for end_index in ends:
         start_index = end_index - timesteps + 1
@@ -133,11 +141,12 @@ def block_verdicts(
         first = index[start_index + int(np.flatnonzero(labels)[0])] if anomalous else None
         contribution = np.nansum(np.where(labels[:, None], block, 0.0), axis=0)
         ranked = [features[i] for i in np.argsort(-contribution) if anomalous and np.nanmax(block[labels][:, i]) > 1.0]
-        verdicts.append(_verdict(index, start_index, end_index, anomalous, float(np.nanmax(block)), first, ranked))
+        verdicts.append(_verdict(index, start_index, end_index, anomalous, float(np.nanmax(block)), first, ranked,
+                                 window_violations(values[start_index : end_index + 1], features, limits)))
     return verdicts
 
 
-def _verdict(index, start_index, end_index, anomalous, score, first, features) -> dict:
+def _verdict(index, start_index, end_index, anomalous, score, first, features, slo_features) -> dict:
     return {
         "window_start": index[start_index],
         "window_end": index[end_index],
@@ -145,12 +154,38 @@ def _verdict(index, start_index, end_index, anomalous, score, first, features) -
         "max_ratio": score,
         "first_offending_timestamp": first,
         "features_over_threshold": features,
+        "slo_features": slo_features,
     }
 
 
+def point_scores(result: SeriesErrors, thresholds: Thresholds) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Return ``(ratios, anomaly_score, early_warning_score)`` of every row of ``result``.
+
+    ``ratios`` is ``(rows, features)``; the two scores are ``(rows,)`` and NaN
+    where a row cannot be scored. The early-warning score is NaN unless the
+    model is the predictor variant and its thresholds hold prediction
+    thresholds.
+    """
+    settings = thresholds.config
+    ratios = feature_ratios(result.errors, thresholds.feature_thresholds)
+    scores = smooth_scores(raw_scores(result.errors, thresholds.feature_thresholds, settings), settings.smoothing)
+    scores[~result.scorable] = np.nan
+    early_warning = np.full(len(scores), np.nan)
+    if thresholds.prediction_thresholds:
+        early_warning = smooth_scores(
+            prediction_scores(result.prediction_errors, thresholds.prediction_thresholds), settings.smoothing
+        )
+    return ratios, scores, early_warning
+
+
 def score_frame(model, scaler: Scaler, thresholds: Thresholds, frame: pd.DataFrame, timesteps: int,
-                start: pd.Timestamp, end: pd.Timestamp) -> tuple[pd.DataFrame, list[dict]]:
+                start: pd.Timestamp, end: pd.Timestamp,
+                slo_limits: dict[str, float] | None = None) -> tuple[pd.DataFrame, list[dict]]:
     """Score the points of ``frame`` in ``[start, end)``; earlier rows serve as context.
+
+    Args:
+        slo_limits: ``{feature: limit}`` of this series, for the SLO check of
+            the window verdicts; None or empty skips it.
 
     Returns:
         ``(points, blocks)``: one row per grid point of the interval with
@@ -158,10 +193,7 @@ def score_frame(model, scaler: Scaler, thresholds: Thresholds, frame: pd.DataFra
         verdicts of blocks ending in the interval.
     """
     result = series_errors(model, scaler, frame, timesteps)
-    settings = thresholds.config
-    ratios = feature_ratios(result.errors, thresholds.feature_thresholds)
-    scores = smooth_scores(raw_scores(result.errors, thresholds.feature_thresholds, settings), settings.smoothing)
-    scores[~result.scorable] = np.nan
+    ratios, scores, early_warning = point_scores(result, thresholds)
     point_anomaly = np.where(result.scorable, scores > thresholds.score_threshold, False)
     reasons = missing_reasons(frame)
     in_range = (frame.index >= start) & (frame.index < end)
@@ -194,9 +226,9 @@ def score_frame(model, scaler: Scaler, thresholds: Thresholds, frame: pd.DataFra
                 "anomaly_score": None if np.isnan(scores[position]) else float(scores[position]),
                 "score_threshold": thresholds.score_threshold,
                 "is_anomaly": bool(point_anomaly[position]) if status == "scored" else None,
-                "early_warning_score": None if np.isnan(result.early_warning[position]) else float(result.early_warning[position]),
+                "early_warning_score": None if np.isnan(early_warning[position]) else float(early_warning[position]),
                 "feature_errors": feature_errors,
             }
         )
-    blocks = block_verdicts(model, scaler, thresholds, frame, timesteps, point_anomaly, ratios, start, end)
+    blocks = block_verdicts(model, scaler, thresholds, frame, timesteps, point_anomaly, ratios, start, end, slo_limits)
     return pd.DataFrame(rows), blocks

@@ -21,6 +21,7 @@ All functions are pure numpy so they can be tested with hand-computed arrays.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 
@@ -44,6 +45,12 @@ class Thresholds:
         score_threshold: threshold on the anomaly score (1.0 for reference).
         mean, std, low: per-feature Gaussian fit of validation errors.
         settings: the :class:`ThresholdConfig` used, as a dict.
+        prediction_thresholds: per-feature threshold on the one-step forecast
+            error of the predictor variant (its validation quantile, original
+            units); empty for the plain autoencoder.
+        early_warning_threshold: threshold on the early-warning score
+            (``factor`` times its validation quantile); None without
+            prediction thresholds.
     """
 
     method: str
@@ -54,6 +61,8 @@ class Thresholds:
     std: tuple[float, ...]
     low: tuple[float, ...]
     settings: dict
+    prediction_thresholds: tuple[float, ...] = ()
+    early_warning_threshold: float | None = None
 
     def to_dict(self) -> dict:
         return {
@@ -65,6 +74,8 @@ class Thresholds:
             "std": list(self.std),
             "low": list(self.low),
             "settings": dict(self.settings),
+            "prediction_thresholds": list(self.prediction_thresholds),
+            "early_warning_threshold": self.early_warning_threshold,
         }
 
     @classmethod
@@ -78,11 +89,32 @@ class Thresholds:
             std=tuple(float(x) for x in data["std"]),
             low=tuple(float(x) for x in data["low"]),
             settings=dict(data["settings"]),
+            prediction_thresholds=tuple(float(x) for x in data.get("prediction_thresholds") or ()),
+            early_warning_threshold=data.get("early_warning_threshold"),
         )
 
     @property
     def config(self) -> ThresholdConfig:
         return ThresholdConfig(**self.settings)
+
+    def with_prediction(self, prediction_errors: np.ndarray) -> "Thresholds":
+        """Return a copy with early-warning thresholds fitted on validation forecast errors.
+
+        Args:
+            prediction_errors: ``(points, features)`` one-step forecast errors of
+                the validation period in time order (NaN rows are skipped).
+        """
+        settings = self.config
+        errors = _finite_rows(prediction_errors)
+        feature_thresholds = np.maximum(np.quantile(errors, settings.quantile, axis=0), settings.min_threshold)
+        scores = smooth_scores(prediction_scores(np.asarray(prediction_errors, dtype=np.float64), feature_thresholds),
+                               settings.smoothing)
+        scores = scores[np.isfinite(scores)]
+        return dataclasses.replace(
+            self,
+            prediction_thresholds=tuple(float(x) for x in feature_thresholds),
+            early_warning_threshold=float(settings.factor * np.quantile(scores, settings.quantile)),
+        )
 
 
 def _finite_rows(errors: np.ndarray) -> np.ndarray:
@@ -194,6 +226,18 @@ def smooth_scores(scores: np.ndarray, length: int) -> np.ndarray:
     scores = np.asarray(scores, dtype=np.float64)
     if length <= 1:
         return scores.copy()
-    smoothed = pd.Series(scores).rolling(length, min_periods=1).mean().to_numpy()
+    smoothed = pd.Series(scores).rolling(length, min_periods=1).mean().to_numpy(copy=True)
     smoothed[np.isnan(scores)] = np.nan
     return smoothed
+
+
+def prediction_scores(prediction_errors: np.ndarray, prediction_thresholds) -> np.ndarray:
+    """Return the unsmoothed early-warning score: mean over features of forecast error / threshold.
+
+    A value of 1 means the one-step forecast misses by as much as its usual
+    (validation quantile) error on every feature; rows without a forecast are NaN.
+
+    >>> prediction_scores(np.array([[1.0, 4.0], [np.nan, np.nan]]), [1.0, 2.0])
+    array([1.5, nan])
+    """
+    return feature_ratios(prediction_errors, prediction_thresholds).mean(axis=1)
