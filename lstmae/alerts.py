@@ -104,7 +104,9 @@ class Alert:
             link: URL of the anomalies page; added as a last line when given.
         """
         lines = self.lines()
-        text = self.title() + ": " + "; ".join(f"{label.lower()} {value}" for label, value in lines if label != "Id")
+        text = self.title() + ": " + "; ".join(
+            f"{label.lower()} {value}" for label, value in lines if label not in ("Group", "Entity", "Id")
+        )
         fields = [{"type": "mrkdwn", "text": f"*{label}*\n{_escape(value)}"} for label, value in lines]
         blocks: list[dict] = [
             {"type": "header", "text": {"type": "plain_text", "text": self.title()[:150]}},

@@ -160,3 +160,71 @@ def build_synthetic_lake(root: Path, train_days: int = 3, score_days: int = 3, e
 def scored_lake(tmp_path_factory) -> dict:
     """The synthetic lake after ingest, training and scoring; read-only for tests (copy it to change it)."""
     return build_synthetic_lake(tmp_path_factory.mktemp("scored"))
+
+
+# Runs DAG runs with DAG.test() in a fresh Python process: Airflow reads its
+# configuration at import, so the Airflow home, lake and connections of a test
+# must be in the environment before that import. Prints one JSON line per run.
+DAG_TEST_RUNNER = r"""
+import json, sys
+import pendulum
+from airflow.utils import db
+from airflow.dag_processing.dagbag import DagBag
+
+db.initdb()
+bag = DagBag(dag_folder=sys.argv[1])
+if bag.import_errors:
+    raise SystemExit(f"DAG import errors: {bag.import_errors}")
+for request in json.loads(sys.argv[2]):
+    dag = bag.dags[request["dag_id"]]
+    params = {**dict(dag.params), **request.get("conf", {})}
+    date = pendulum.parse(request["logical_date"]) if request.get("logical_date") else None
+    run = dag.test(logical_date=date, run_conf=params)
+    tasks = {f"{ti.task_id}[{ti.map_index}]": str(ti.state) for ti in run.get_task_instances()}
+    print("DAG-RUN " + json.dumps({"dag_id": dag.dag_id, "state": str(run.state), "tasks": tasks}), flush=True)
+"""
+
+
+def run_dags_in_subprocess(home: Path, runs: list[dict], env: dict[str, str], timeout: float = 600) -> list[dict]:
+    """Run ``runs`` (``{"dag_id", "conf", "logical_date"}``) with DAG.test() under the Airflow home ``home``.
+
+    Returns one ``{"dag_id", "state", "tasks": {"task_id[map_index]": state}}`` per run;
+    raises with the process output when the process fails.
+    """
+    import json
+    import subprocess
+    import sys
+
+    home.mkdir(parents=True, exist_ok=True)
+    script = home / "run_dags.py"
+    script.write_text(DAG_TEST_RUNNER)
+    base = {key: value for key, value in os.environ.items() if not key.startswith(("AIRFLOW", "LSTMAE_"))}
+    base.update(
+        AIRFLOW_HOME=str(home),
+        AIRFLOW__CORE__LOAD_EXAMPLES="False",
+        AIRFLOW__CORE__DAGS_FOLDER=str(ROOT / "dags"),
+        AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=f"sqlite:///{home / 'airflow.db'}",
+        AIRFLOW__LOGGING__BASE_LOG_FOLDER=str(home / "logs"),
+        PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+        TF_CPP_MIN_LOG_LEVEL="2",
+    )
+    base.update(env)
+    completed = subprocess.run(
+        [sys.executable, str(script), str(ROOT / "dags"), json.dumps(runs)],
+        capture_output=True, text=True, env=base, cwd=home, timeout=timeout,
+    )
+    output = completed.stdout + completed.stderr
+    if completed.returncode != 0:
+        raise RuntimeError(f"DAG runs failed with exit code {completed.returncode}:\n{output[-6000:]}")
+    results = [json.loads(line[len("DAG-RUN "):]) for line in completed.stdout.splitlines() if line.startswith("DAG-RUN ")]
+    if len(results) != len(runs):
+        raise RuntimeError(f"Expected {len(runs)} DAG runs, got {len(results)}:\n{output[-6000:]}")
+    for result in results:
+        result["output"] = output
+    return results
+
+
+@pytest.fixture
+def run_dags():
+    """:func:`run_dags_in_subprocess`, for tests that run DAGs with DAG.test()."""
+    return run_dags_in_subprocess
