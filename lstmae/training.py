@@ -76,7 +76,8 @@ def _predictor_targets(frames, scaler: Scaler, group: GroupConfig):
     return windows[:, : group.timesteps], {"reconstruction": windows[:, : group.timesteps], "prediction": windows[:, group.timesteps :]}
 
 
-def train_group(storage: Storage, config: Config, group_name: str, start, end, *, promote: bool = True, plots: bool = True) -> dict:
+def train_group(storage: Storage, config: Config, group_name: str, start, end, *, promote: bool = True, plots: bool = True,
+                validation_start=None) -> dict:
     """Train one group on curated metrics of ``[start, end)`` and register a version.
 
     The last ``validation_fraction`` of the range (by time) is held out: the
@@ -84,6 +85,11 @@ def train_group(storage: Storage, config: Config, group_name: str, start, end, *
     held-out part. The version is promoted to current when it passes the gates
     (finite losses, enough windows, validation error no worse than the current
     model's on the same data beyond ``promotion_tolerance``) and ``promote``.
+
+    Args:
+        validation_start: first timestamp of the validation part, for callers
+            that hold a separate validation period (``lstmae train TRAIN VAL``).
+            Default: the last ``validation_fraction`` of the range.
 
     Returns:
         A small dict for XCom: group, version, status, reason, windows, losses.
@@ -97,7 +103,12 @@ def train_group(storage: Storage, config: Config, group_name: str, start, end, *
     started = time.monotonic()
     group = config.group(group_name)
     start, end = utc(start), utc(end)
-    split = split_point(config, start, end)
+    split = split_point(config, start, end) if validation_start is None else utc(validation_start)
+    if not start < split < end:
+        raise TrainingError(
+            f"Validation start {split.isoformat()} is outside the training range {start.isoformat()} .. "
+            f"{end.isoformat()}: give a validation start after the range's start and before its end."
+        )
     curated = read_curated(storage, start, end)
     if curated.empty:
         raise TrainingError(
