@@ -237,7 +237,7 @@ def _votes(scores: pd.DataFrame, weights: dict[str, float], vote_threshold: floa
     scored["flag_group"] = np.where(scored["is_anomaly"].astype(bool), scored["group"], None)
     grouped = scored.groupby(["timestamp", "entity"], sort=True)
     votes = grouped.agg(vote_score=("weight", "sum"), groups_scored=("group", "count")).reset_index()
-    flagging = grouped["flag_group"].agg(lambda names: sorted(n for n in names if n is not None)).reset_index(drop=True)
+    flagging = grouped["flag_group"].agg(lambda names: sorted(n for n in names if isinstance(n, str))).reset_index(drop=True)
     votes["groups_flagging"] = flagging.to_numpy()
     votes["vote_score"] = votes["vote_score"].round(12)
     votes["is_vote_anomaly"] = votes["vote_score"] >= vote_threshold

@@ -9,12 +9,13 @@ import numpy as np
 import pandas as pd
 
 from lstmae import registry
-from lstmae.config import Config, GroupConfig
+from lstmae.config import Config, GroupConfig, ThresholdConfig
 from lstmae.frames import group_frames, resolve_features
 from lstmae.ingest import read_curated
 from lstmae.lake import utc
 from lstmae.scaler import Scaler
 from lstmae.scoring import reconstruct, series_errors
+from lstmae.slo import feature_metrics, fit_limits
 from lstmae.storage import Storage
 from lstmae.thresholds import fit_thresholds
 from lstmae.windows import cut_windows, window_starts
@@ -68,6 +69,13 @@ def _validation_errors(model, scaler: Scaler, frames: dict[str, pd.DataFrame], g
         [series_errors(model, scaler, frame, group.timesteps).errors for frame in frames.values()]
     )
     return window_errors, point_errors, mse
+
+
+def _validation_prediction_errors(model, scaler: Scaler, frames: dict[str, pd.DataFrame], group: GroupConfig) -> np.ndarray:
+    """One-step forecast errors of the predictor on the validation frames, ``(points, features)`` in time order."""
+    return np.concatenate(
+        [series_errors(model, scaler, frame, group.timesteps).prediction_errors for frame in frames.values()]
+    )
 
 
 def _predictor_targets(frames, scaler: Scaler, group: GroupConfig):
@@ -149,6 +157,9 @@ def train_group(storage: Storage, config: Config, group_name: str, start, end, *
     window_errors, point_errors, validation_mse = _validation_errors(model, scaler, validation_frames, group)
     thresholds = fit_thresholds(features, window_errors if group.threshold.method == "reference" else point_errors,
                                 group.threshold, score_errors=point_errors)
+    if group.model_type == "predictor":
+        thresholds = thresholds.with_prediction(_validation_prediction_errors(model, scaler, validation_frames, group))
+    slo_limits = fit_limits(train_frames, feature_metrics(group, features), group.slo_percentiles)
 
     gates, reason = _gates(storage, config, group, history, len(x), validation_frames, validation_mse, features)
     status = "promoted" if gates and promote else ("registered" if gates else "rejected")
@@ -162,6 +173,7 @@ def train_group(storage: Storage, config: Config, group_name: str, start, end, *
         "look_ahead": group.look_ahead if group.model_type == "predictor" else None,
         "scaler": scaler.to_dict(),
         "thresholds": thresholds.to_dict(),
+        "slo_limits": slo_limits,
         "data_range": {"start": start.isoformat(), "end": end.isoformat(), "validation_start": split.isoformat()},
         "series": sorted(frames),
         "training_windows": int(len(x)),
@@ -244,3 +256,48 @@ def _plot_losses(storage: Storage, entry, history: dict) -> None:
     figure.savefig(buffer, format="png")
     plt.close(figure)
     storage.write_bytes(registry.artifact_key(entry.group, entry.version, "loss.png"), buffer.getvalue())
+
+
+def rethreshold(storage: Storage, config: Config, group_name: str, version: str, threshold: ThresholdConfig,
+                *, promote: bool = False) -> dict:
+    """Register a copy of ``version`` whose thresholds are refitted with other settings.
+
+    The model, scaler and SLO limits are kept. The thresholds are fitted on
+    the validation part of the version's own training range, exactly as
+    training would have fitted them with ``threshold``, so two threshold
+    settings can be compared on one model without training twice.
+
+    Returns:
+        ``{"group", "version", "source_version", "status", "score_threshold"}``.
+    """
+    import dataclasses
+
+    source = registry.get_version(storage, group_name, version)
+    group = dataclasses.replace(config.group(group_name), threshold=threshold, timesteps=source.timesteps)
+    data_range = source.metadata["data_range"]
+    start, end = utc(data_range["start"]), utc(data_range["end"])
+    split = utc(data_range["validation_start"])
+    curated = read_curated(storage, split, end)
+    frames = group_frames(curated, group, source.features, config, split, end)
+    model = registry.load_keras_model(storage, source)
+    window_errors, point_errors, _ = _validation_errors(model, source.scaler, frames, group)
+    thresholds = fit_thresholds(source.features, window_errors if threshold.method == "reference" else point_errors,
+                                threshold, score_errors=point_errors)
+    if source.metadata.get("model_type") == "predictor":
+        thresholds = thresholds.with_prediction(_validation_prediction_errors(model, source.scaler, frames, group))
+    new_version = registry.new_version_id()
+    metadata = {key: value for key, value in source.metadata.items() if key not in ("group", "version")}
+    metadata.update(
+        thresholds=thresholds.to_dict(),
+        status="promoted" if promote else "registered",
+        reason=f"thresholds refitted from {version} with method {threshold.method}",
+        source_version=version,
+    )
+    metadata.setdefault("config", {}).setdefault("group", {})["threshold"] = dataclasses.asdict(threshold)
+    registry.register(storage, group_name, new_version, model, metadata)
+    if promote:
+        registry.promote(storage, group_name, new_version, reason=metadata["reason"])
+    log.info("Refitted thresholds of %s/%s as %s (%s): score threshold %.6g",
+             group_name, version, new_version, threshold.method, thresholds.score_threshold)
+    return {"group": group_name, "version": new_version, "source_version": version,
+            "status": metadata["status"], "score_threshold": thresholds.score_threshold}
