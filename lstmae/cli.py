@@ -35,6 +35,8 @@ COMMANDS = [
     "train",
     "test",
     "score",
+    "models",
+    "incidents",
 ]
 
 EXIT_OK = 0
@@ -836,6 +838,136 @@ def _run_score(args) -> int:
     if args.limit:
         _print_anomalies(storage, args.start, args.end, args.limit)
     _print_outputs(storage)
+    return EXIT_OK
+
+
+# models
+
+
+def _add_models(subparsers, common) -> None:
+    parser = _command_parser(
+        subparsers, "models", common,
+        help="list, show, promote or roll back model versions",
+        description=(
+            "Work with the model registry (models/<group>/<version>/ in the lake).\n"
+            "  list               every version with its status, data range and validation error; * marks\n"
+            "                     the current version, which scoring uses unless a run pins another\n"
+            "  show VERSION       the version's metadata as JSON (gates, losses, thresholds, config, ...)\n"
+            "  promote VERSION    make VERSION current, whatever its gates said\n"
+            "  rollback           make the previously current version current again (every group with an\n"
+            "                     earlier version, or only --group)"
+        ),
+        epilog="examples:\n  lstmae models list\n  lstmae models promote 20261204T020000Z-3f2a9c\n  lstmae models rollback --group cpu",
+    )
+    parser.add_argument("action", choices=("list", "show", "promote", "rollback"), help="what to do")
+    parser.add_argument("version", nargs="?", metavar="VERSION", help="model version, for show and promote")
+    parser.add_argument("--group", metavar="NAME", help="only this group (default: every group; for show and promote, "
+                                                          "the group that holds VERSION)")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table (list)")
+
+
+def _run_models(args) -> int:
+    import json
+
+    from lstmae import registry
+    from lstmae.tasks import registry_action
+
+    config, storage = _open(args)
+    if args.action in ("show", "promote") and not args.version:
+        raise UsageError(f"'models {args.action}' needs a VERSION: see 'lstmae models list'")
+    if args.action in ("list", "rollback") and args.version:
+        raise UsageError(f"'models {args.action}' takes no VERSION; use --group to choose a group")
+    if args.action == "show":
+        entry = registry.find_version(storage, args.version, args.group)
+        metadata = dict(entry.metadata, current=registry.current_version(storage, entry.group) == entry.version)
+        _out(json.dumps(metadata, indent=2, sort_keys=True))
+        return EXIT_OK
+    result = registry_action(storage, config, args.action, version=args.version, group=args.group)
+    if args.action == "list":
+        if args.json:
+            _out(json.dumps(result["groups"], indent=2))
+            return EXIT_OK
+        if not any(result["groups"].values()):
+            _out(f"No model versions in {storage.uri_of('models')}/. Train first: lstmae train, or the lstmae_train DAG.")
+            return EXIT_OK
+        _out(f"  {'group':<12} {'version':<24} {'status':<10} {'created (UTC)':<16} {'data range (UTC)':<33} "
+             f"{'windows':>7} {'val MSE':>9}  reason")
+        for group, versions in result["groups"].items():
+            for item in versions:
+                mark = "*" if item["current"] else " "
+                created = _iso(item["created_at"])[:16].replace("T", " ") if item["created_at"] else "-"
+                data_range = (f"{_iso(item['data_start'])[:16].replace('T', ' ')} .. {_iso(item['data_end'])[:10]}"
+                              if item["data_start"] else "-")
+                mse = f"{item['validation_mse']:.4g}" if item["validation_mse"] is not None else "-"
+                _out(f"{mark} {group:<12} {item['version']:<24} {item['status'] or '-':<10} {created:<16} {data_range:<33} "
+                     f"{item['training_windows'] or 0:>7,} {mse:>9}  {item['reason'] or ''}")
+        _out("* current version (used by scoring unless a run pins another)")
+        return EXIT_OK
+    for group, pointer in result["groups"].items():
+        _out(f"Group {group}: current version {pointer['version']} ({pointer['reason']})")
+    return EXIT_OK
+
+
+# incidents
+
+
+def _add_incidents(subparsers, common) -> None:
+    parser = _command_parser(
+        subparsers, "incidents", common,
+        help="print recent incidents as a table, or as JSON with --json",
+        description=(
+            "Print the incidents (runs of anomalous points of one entity and group) that overlap the\n"
+            "period, newest first. Without --since, the period is the last 7 days that have incidents\n"
+            "in the lake, counted back from the newest one."
+        ),
+        epilog="examples:\n  lstmae incidents --since 2026-10-01 --group cpu\n  lstmae incidents --entity web-01 --json",
+    )
+    parser.add_argument("--since", type=_timestamp, metavar="TIMESTAMP",
+                        help="start of the period, ISO 8601 in UTC (default: 7 days before the newest incident day)")
+    parser.add_argument("--until", type=_timestamp, metavar="TIMESTAMP",
+                        help="end of the period, exclusive (default: the end of the newest incident day)")
+    parser.add_argument("--group", metavar="NAME", help="only incidents of this group")
+    parser.add_argument("--entity", metavar="NAME", help="only incidents of this entity")
+    parser.add_argument("--limit", type=_non_negative_int, metavar="N", default=50,
+                        help="rows to print in the table (default: %(default)s; 0 prints all; --json prints all)")
+    parser.add_argument("--json", action="store_true", help="print a JSON array of incidents, for scripts")
+
+
+def _run_incidents(args) -> int:
+    import json
+
+    from lstmae.query import read_incidents
+
+    config, storage = _open(args)
+    if args.since is not None and args.until is not None and args.until <= args.since:
+        raise UsageError(f"--until {_iso(args.until)} is not after --since {_iso(args.since)}: give an end after the start")
+    frame = read_incidents(storage, since=args.since, until=args.until, group=args.group, entity=args.entity)
+    if args.json:
+        records = []
+        for row in frame.to_dict("records"):
+            record = {key: (_iso(value) if isinstance(value, pd.Timestamp) else value) for key, value in row.items()}
+            record["top_features"] = [str(name) for name in (row["top_features"] if row["top_features"] is not None else [])]
+            record["peak_score"] = None if pd.isna(row["peak_score"]) else float(row["peak_score"])
+            record["points"] = int(row["points"])
+            record["open"] = bool(row["open"])
+            records.append(record)
+        _out(json.dumps(records, indent=2))
+        return EXIT_OK
+    if frame.empty:
+        _out(f"No incidents in {storage.uri_of('incidents')}/ for this period and filter.")
+        return EXIT_OK
+    shown = frame if args.limit == 0 else frame.head(args.limit)
+    _out(f"{len(frame):,} incidents, newest first:")
+    _out(f"  {'start (UTC)':<20} {'end':<20} {'entity':<16} {'group':<10} {'peak score':>10} {'peak at':<20} "
+         f"{'points':>6} {'open':<4}  {'incident id':<16}  top features")
+    for row in shown.itertuples():
+        features = list(row.top_features) if row.top_features is not None else []
+        peak = f"{row.peak_score:.4g}" if pd.notna(row.peak_score) else "-"
+        _out(f"  {_iso(row.start):<20} {_iso(row.end):<20} {row.entity:<16} {row.group:<10} {peak:>10} "
+             f"{_iso(row.peak_timestamp):<20} {row.points:>6} {'yes' if row.open else 'no':<4}  {row.incident_id:<16}  "
+             f"{', '.join(features)}")
+    if len(shown) < len(frame):
+        _out(f"  ... {len(frame) - len(shown):,} more (raise --limit, or use --json)")
     return EXIT_OK
 
 

@@ -134,9 +134,15 @@ def run_registry_action(action: str, version: str | None = None, group: str | No
     Returns:
         ``{"action", "groups": {group: pointer or listing}}``.
     """
+    config, storage = context(config_path)
+    return registry_action(storage, config, action, version=version, group=group)
+
+
+def registry_action(storage: Storage, config: Config, action: str, version: str | None = None,
+                    group: str | None = None) -> dict:
+    """:func:`run_registry_action` on an open lake (the CLI passes its own lake and configuration)."""
     from lstmae import registry
 
-    config, storage = context(config_path)
     if action == "promote":
         if not version:
             raise ValueError("Action 'promote' needs a version: set the param 'version' (see 'lstmae models list').")

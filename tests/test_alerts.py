@@ -172,7 +172,7 @@ def test_slo_violations_are_alerted_once(tmp_path):
 
 
 class CapturingWebhook(BaseHTTPRequestHandler):
-    """Slack-like incoming webhook: stores every JSON body and answers 200 ok."""
+    """Slack-like incoming webhook: stores every JSON body and returns 200 ok."""
 
     bodies: list[dict] = []
 
