@@ -161,12 +161,15 @@ def train_group(storage: Storage, config: Config, group_name: str, start, end, *
         thresholds = thresholds.with_prediction(_validation_prediction_errors(model, scaler, validation_frames, group))
     slo_limits = fit_limits(train_frames, feature_metrics(group, features), group.slo_percentiles)
 
-    gates, reason = _gates(storage, config, group, history, len(x), validation_frames, validation_mse, features)
+    gate_report = _gates(storage, config, group, history, len(x), validation_frames, validation_mse, features, scaler)
+    gates, reason = gate_report["passed"], gate_report["reason"]
     status = "promoted" if gates and promote else ("registered" if gates else "rejected")
     version = registry.new_version_id()
     metadata = {
         "status": status,
         "reason": reason,
+        "created_at": pd.Timestamp.now(tz="UTC").isoformat(),
+        "gates": gate_report,
         "model_type": group.model_type,
         "features": features,
         "timesteps": group.timesteps,
@@ -180,10 +183,11 @@ def train_group(storage: Storage, config: Config, group_name: str, start, end, *
         "history": history,
         "validation": {
             "mse": validation_mse,
-            "error_mean": [float(v) for v in np.nanmean(point_errors, axis=0)],
-            "error_p99": [float(v) for v in np.nanquantile(point_errors, 0.99, axis=0)],
+            "windows": int(len(_windows(validation_frames, scaler, group.timesteps, group.train_stride))),
+            **_error_statistics(point_errors),
         },
-        "config": {"group": _group_dict(group), "step": config.step, "max_gap_steps": config.max_gap_steps, "seed": config.seed},
+        "rows": {"train": int(len(train_rows)), "validation": int(sum(len(f) for f in validation_frames.values()))},
+        "config": _config_dict(config, group),
         "library_versions": registry.library_versions(),
         "trained_seconds": round(time.monotonic() - started, 2),
     }
@@ -212,27 +216,76 @@ def _group_dict(group: GroupConfig) -> dict:
     return dataclasses.asdict(group)
 
 
-def _gates(storage, config, group, history, windows, validation_frames, validation_mse, features):
-    """Return ``(passed, reason)`` for the promotion gates."""
+def _config_dict(config: Config, group: GroupConfig) -> dict:
+    """The settings that shaped this version: the group's and the deployment-wide ones (without the lake URI)."""
+    settings = config.to_dict()
+    settings.pop("lake", None)
+    settings.pop("groups", None)
+    return {"group": _group_dict(group), **settings}
+
+
+def _error_statistics(point_errors: np.ndarray) -> dict:
+    """Per-feature statistics of validation errors (original units), in feature order.
+
+    ``point_errors`` has shape ``(points, features)`` with NaN rows where a
+    point could not be scored; those rows are left out.
+    """
+    finite = point_errors[~np.isnan(point_errors).any(axis=1)] if point_errors.size else point_errors
+    if len(finite) == 0:
+        return {"points": 0}
+    return {
+        "points": int(len(finite)),
+        "error_mean": [float(v) for v in finite.mean(axis=0)],
+        "error_std": [float(v) for v in finite.std(axis=0)],
+        "error_p50": [float(v) for v in np.quantile(finite, 0.5, axis=0)],
+        "error_p99": [float(v) for v in np.quantile(finite, 0.99, axis=0)],
+        "error_max": [float(v) for v in finite.max(axis=0)],
+    }
+
+
+def _gates(storage, config, group, history, windows, validation_frames, validation_mse, features, scaler) -> dict:
+    """Check the promotion gates and return ``{"passed", "reason", "checks", ...}``.
+
+    The comparison with the current model runs both models on the same
+    validation windows and measures both errors in the new scaler's
+    standardised units, so that a change of scaler cannot make a worse model
+    look better.
+    """
+    checks = []
     losses = [v for values in history.values() for v in values]
-    if not np.isfinite(losses).all():
-        return False, "non-finite loss"
-    if windows < config.min_training_windows:
-        return False, f"only {windows} training windows"
+    finite = bool(np.isfinite(losses).all())
+    checks.append({"gate": "finite_losses", "passed": finite})
+    if not finite:
+        return {"passed": False, "reason": "non-finite loss", "checks": checks}
+    enough = windows >= config.min_training_windows
+    checks.append({"gate": "training_windows", "passed": enough, "value": windows, "minimum": config.min_training_windows})
+    if not enough:
+        return {"passed": False, "reason": f"only {windows} training windows", "checks": checks}
     current = registry.current_version(storage, group.name)
     if current is None:
-        return True, "first model of the group"
+        return {"passed": True, "reason": "first model of the group", "checks": checks}
     entry = registry.get_version(storage, group.name, current)
     if entry.features != features or entry.timesteps != group.timesteps:
-        return True, f"current model {current} has other features or timesteps; comparison not possible"
+        return {"passed": True, "reason": f"current model {current} has other features or timesteps; comparison not possible",
+                "checks": checks, "compared_with": current}
     current_model = registry.load_keras_model(storage, entry)
-    windows_current = _windows(validation_frames, entry.scaler, group.timesteps, group.train_stride)
+    current_scaler = entry.scaler
+    windows_current = _windows(validation_frames, current_scaler, group.timesteps, group.train_stride)
     restored, _ = reconstruct(current_model, windows_current)
-    current_mse = float(np.mean((np.asarray(restored) - windows_current) ** 2))
+    # Back to original units with the current scaler, then into the new scaler's units.
+    actual = scaler.transform(current_scaler.inverse_transform(windows_current.reshape(-1, len(features))))
+    rebuilt = scaler.transform(current_scaler.inverse_transform(np.asarray(restored).reshape(-1, len(features))))
+    current_mse = float(np.mean((rebuilt - actual) ** 2))
     limit = current_mse * (1 + config.promotion_tolerance)
-    if validation_mse <= limit:
-        return True, f"validation MSE {validation_mse:.6g} <= {limit:.6g} (current {current} {current_mse:.6g} + tolerance)"
-    return False, f"validation MSE {validation_mse:.6g} worse than current {current} {current_mse:.6g} beyond tolerance {config.promotion_tolerance}"
+    passed = validation_mse <= limit
+    checks.append({"gate": "validation_error", "passed": passed, "value": validation_mse, "limit": limit,
+                   "current_mse": current_mse, "tolerance": config.promotion_tolerance})
+    if passed:
+        reason = f"validation MSE {validation_mse:.6g} <= {limit:.6g} (current {current} {current_mse:.6g} + tolerance)"
+    else:
+        reason = (f"validation MSE {validation_mse:.6g} worse than current {current} {current_mse:.6g} "
+                  f"beyond tolerance {config.promotion_tolerance}")
+    return {"passed": passed, "reason": reason, "checks": checks, "compared_with": current, "current_mse": current_mse}
 
 
 def _plot_losses(storage: Storage, entry, history: dict) -> None:
