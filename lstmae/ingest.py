@@ -1,34 +1,52 @@
 """Ingest: landing objects of a data interval → curated Parquet partitions by date.
 
-Landing layout: ``landing/date=YYYY-MM-DD/<name>.<ext>``, one folder per day
-the exporter wrote. Supported objects: wide CSV (a timestamp column plus one
-column per metric, entity from the file name) and long CSV (``timestamp,
-entity, metric, value``), each optionally gzip-compressed.
+Landing layout: ``landing/date=YYYY-MM-DD/[...]/<object>``, one folder per UTC
+day in which the exporter wrote (subfolders such as ``hour=HH/`` are read
+too). :mod:`lstmae.formats` parses every supported export format into samples
+of the curated schema (:data:`lstmae.schema.CURATED`).
 
-Every input row ends up in exactly one place: a curated partition, or the
-quarantine table with its reason. An object that cannot be parsed at all is
-quarantined whole. Duplicate ``(entity, metric, timestamp)`` rows keep the
-last one in file order and are counted in the report.
+Where each sample ends up, for a run over ``[start, end)``:
+
+- *curated*: its timestamp is inside the interval and in the landing day of
+  its object (or up to ``ingest.late_days`` before it). Duplicates of
+  ``(entity, metric, timestamp)`` keep the last sample, in landing-key order
+  and then record order, and are counted as *deduplicated*;
+- *quarantined* (``quarantine/date=D/``, with the reason): the sample cannot
+  be used (bad timestamp, value that is no finite number, no entity, ...) or
+  its timestamp lies outside the landing day of its object;
+- *other intervals*: a good sample of the same landing days that belongs to
+  another interval (only with intervals shorter than a day). It is neither
+  read nor quarantined here; the run of its own interval curates it.
+
+An object that cannot be parsed at all (corrupt gzip, an HTML error page,
+zero bytes, a ``_temporary/`` leftover of an unfinished upload) is
+quarantined whole with its reason, and the rest of the interval still
+ingests. Markers such as ``_SUCCESS`` are skipped and listed in the report.
+
+The counts always add up: ``rows_read == rows_curated + rows_deduplicated +
+rows_quarantined``. The quarantine partition of a landing day is a function
+of that folder alone, so every run that reads the folder rewrites it with
+the same content.
 """
 
 from __future__ import annotations
 
-import gzip
-import io
 import json
 import logging
 import posixpath
 import time
-import zlib
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from lstmae import schema
-from lstmae.lake import day_slices, partition, read_days, utc as _utc, write_slice
 from lstmae.config import Config
+from lstmae.formats import ParseError, parse_object
+from lstmae.formats.common import MS_PER_DAY, NOT_IN_LANDING_DAY, Parsed
+from lstmae.lake import day_slices, read_days, utc as _utc, write_companion, write_slice
 from lstmae.storage import Storage
 
 log = logging.getLogger(__name__)
@@ -36,292 +54,384 @@ log = logging.getLogger(__name__)
 LANDING = "landing"
 METRICS = "metrics"
 QUARANTINE = "quarantine"
-
-
-class ParseError(ValueError):
-    """Raised when a whole landing object cannot be read; the object is quarantined."""
-
-
-@dataclass
-class Parsed:
-    """Rows parsed from one object: curated-shaped rows plus rejected lines."""
-
-    rows: pd.DataFrame  # timestamp (UTC), entity, metric, value, labels
-    rejected: list[tuple[int | None, str, str | None]] = field(default_factory=list)  # line, reason, raw
+REPORT_STEM = "_ingest_report"
+TEMPORARY_OBJECT = "temporary object of an unfinished upload (_temporary/)"
+PARSER_FAILURE = "parser failure"
+_LISTED_OBJECTS = 200  # objects listed by name in a report; the counts are always complete
 
 
 def landing_prefix(day: pd.Timestamp) -> str:
     return f"{LANDING}/date={day.strftime('%Y-%m-%d')}/"
 
 
-def decompress(key: str, data: bytes) -> bytes:
-    """Return the bytes of ``data``, gunzipped when it is gzip (by magic bytes)."""
-    if data[:2] == b"\x1f\x8b":
-        try:
-            return gzip.decompress(data)
-        except (OSError, EOFError, zlib.error) as error:
-            raise ParseError(f"corrupt or truncated gzip: {error}") from None
-    if key.endswith(".gz"):
-        raise ParseError("name ends in .gz but the content is not gzip")
-    return data
-
-
-def parse_timestamps(values: pd.Series, timezone: str | None) -> tuple[pd.Series, pd.Series]:
-    """Parse timestamps to UTC.
-
-    Accepts ISO 8601 strings with an offset or ``Z`` (offsets may change within
-    a file) and epoch numbers (seconds, or milliseconds when above 1e11).
-    Naive strings are localised to ``timezone`` when configured, else rejected.
-
-    Returns:
-        ``(timestamps, reasons)``: UTC timestamps (NaT where rejected) and the
-        rejection reason per row (None where accepted).
-    """
-    text = values.astype("string").str.strip()
-    reasons = pd.Series([None] * len(text), index=text.index, dtype=object)
-    result = pd.Series(pd.NaT, index=text.index, dtype="datetime64[ns, UTC]")
-
-    numeric = pd.to_numeric(text, errors="coerce")
-    is_number = numeric.notna()
-    if is_number.any():
-        numbers = numeric[is_number]
-        unit_ms = numbers.abs() > 1e11
-        seconds = numbers.where(~unit_ms, numbers / 1000.0)
-        result[is_number] = pd.to_datetime(seconds, unit="s", utc=True)
-
-    strings = text[~is_number & text.notna() & (text != "")]
-    if len(strings):
-        has_zone = strings.str.contains(r"(?:Z|[+-]\d{2}:?\d{2})$", regex=True)
-        aware = strings[has_zone]
-        if len(aware):
-            parsed = pd.to_datetime(aware, utc=True, errors="coerce", format="ISO8601")
-            result[aware.index] = parsed
-            reasons[parsed[parsed.isna()].index] = "unparseable timestamp"
-        naive = strings[~has_zone]
-        if len(naive):
-            if timezone is None:
-                reasons[naive.index] = "naive timestamp without a configured time zone (set 'timezone')"
-            else:
-                parsed = pd.to_datetime(naive, errors="coerce", format="ISO8601")
-                bad = parsed.isna()
-                reasons[parsed[bad].index] = "unparseable timestamp"
-                local = parsed[~bad].dt.tz_localize(timezone, ambiguous="NaT", nonexistent="NaT")
-                reasons[local[local.isna()].index] = f"local time does not exist or is ambiguous in {timezone}"
-                result[local.index] = local.dt.tz_convert("UTC")
-    missing = text.isna() | (text == "")
-    reasons[missing] = "missing timestamp"
-    result[reasons.notna()] = pd.NaT
-    return result, reasons
-
-
-def parse_values(values: pd.Series) -> tuple[pd.Series, pd.Series]:
-    """Parse metric values; empty and ``NaN`` become null, ``±Inf`` and text are rejected."""
-    text = values.astype("string").str.strip().str.replace(",", "", regex=False)
-    number = pd.to_numeric(text, errors="coerce")
-    empty = text.isna() | (text == "") | text.str.lower().isin(["nan", "null", "none"])
-    reasons = pd.Series([None] * len(text), index=text.index, dtype=object)
-    reasons[number.isna() & ~empty] = "value is not a number"
-    infinite = np.isinf(number.astype("float64").fillna(0.0))
-    reasons[infinite] = "value is infinite"
-    number = number.astype("float64").where(reasons.isna() & ~empty)
-    return number, reasons
-
-
-def _read_csv(text: bytes) -> pd.DataFrame:
-    if not text.strip():
-        raise ParseError("empty object (zero bytes or only whitespace)")
-    head = text[:512].lstrip().lower()
-    if head.startswith(b"<!doctype html") or head.startswith(b"<html"):
-        raise ParseError("content is an HTML page, not CSV (an error page saved as an export?)")
-    try:
-        return pd.read_csv(io.BytesIO(text), dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as error:
-        raise ParseError(f"not a readable CSV: {error}") from None
-
-
-def entity_from_key(key: str) -> str:
-    name = posixpath.basename(key)
-    for suffix in (".gz", ".csv", ".tsv"):
-        if name.endswith(suffix):
-            name = name[: -len(suffix)]
-    return name
-
-
-def parse_csv(key: str, data: bytes, config: Config, timestamp_column: str = "timestamp") -> Parsed:
-    """Parse a wide or long CSV export (long when it has entity, metric and value columns)."""
-    frame = _read_csv(decompress(key, data))
-    columns = {c.strip().lower(): c for c in frame.columns}
-    if timestamp_column not in columns:
-        raise ParseError(f"no {timestamp_column!r} column; columns are {list(frame.columns)[:10]}")
-    line = pd.Series(np.arange(len(frame), dtype=np.int64) + 2, index=frame.index)  # header is line 1
-    raw = frame.astype(str).agg(",".join, axis=1)
-    timestamps, time_reasons = parse_timestamps(frame[columns[timestamp_column]], config.timezone)
-    rejected: list[tuple[int | None, str, str | None]] = []
-    bad_time = time_reasons.notna()
-    for index in frame.index[bad_time]:
-        rejected.append((int(line[index]), str(time_reasons[index]), raw[index]))
-
-    if {"entity", "metric", "value"} <= set(columns):
-        values, value_reasons = parse_values(frame[columns["value"]])
-        long = pd.DataFrame(
-            {
-                "timestamp": timestamps,
-                "entity": frame[columns["entity"]].astype(str),
-                "metric": frame[columns["metric"]].astype(str),
-                "value": values,
-                "line": line,
-                "reason": value_reasons,
-                "raw": raw,
-            }
-        )[~bad_time]
-    else:
-        metric_columns = [c for c in frame.columns if c != columns[timestamp_column]]
-        if not metric_columns:
-            raise ParseError("no metric columns next to the timestamp column")
-        entity = entity_from_key(key)
-        pieces = []
-        for column in metric_columns:
-            values, value_reasons = parse_values(frame[column])
-            pieces.append(
-                pd.DataFrame(
-                    {
-                        "timestamp": timestamps,
-                        "entity": entity,
-                        "metric": column.strip(),
-                        "value": values,
-                        "line": line,
-                        "reason": value_reasons,
-                        "raw": raw,
-                    }
-                )[~bad_time]
-            )
-        long = pd.concat(pieces, ignore_index=True)
-    bad_value = long["reason"].notna()
-    for row in long[bad_value].itertuples():
-        rejected.append((int(row.line), f"{row.reason} (metric {row.metric!r})", row.raw))
-    rows = long[~bad_value][["timestamp", "entity", "metric", "value"]].copy()
-    rows["labels"] = None
-    return Parsed(rows=rows.reset_index(drop=True), rejected=rejected)
-
-
-def parse_object(key: str, data: bytes, config: Config) -> Parsed:
-    """Parse one landing object by its name; raise :class:`ParseError` when unusable."""
-    name = posixpath.basename(key)
-    base = name[:-3] if name.endswith(".gz") else name
-    if base.endswith(".csv"):
-        return parse_csv(key, data, config)
-    raise ParseError(f"unsupported export format {name!r}; supported: .csv, .csv.gz")
-
-
 @dataclass
 class IngestReport:
-    """Counts of one ingest run, written next to each partition as JSON."""
+    """Counts of one ingest run, written next to each partition as JSON and logged.
+
+    A *row* is one sample: one value of one metric of one entity at one time
+    (a wide CSV line with five metric columns is five rows).
+
+    Attributes:
+        start, end: the data interval, ISO 8601 UTC.
+        days: the UTC days of the interval, whose landing folders and
+            partitions this run owns.
+        objects: objects listed in the run's own landing folders.
+        objects_by_format: parsed objects per export format.
+        objects_quarantined: objects quarantined whole.
+        objects_quarantined_by_reason: the same, per reason.
+        objects_skipped: markers that are not exports (``_SUCCESS``).
+        objects_late: objects of later folders read for ``ingest.late_days``.
+        rows_read: samples read that belong to this interval or are rejected.
+        rows_curated: samples written to the curated partitions.
+        rows_deduplicated: samples dropped as duplicates (an earlier sample of
+            the same entity, metric and timestamp).
+        rows_quarantined: samples written to the quarantine table.
+        quarantined_by_reason: rows_quarantined per reason.
+        rows_other_intervals: good samples of the landing folders that belong
+            to another interval; not part of rows_read.
+        partitions: curated rows per day.
+        quarantined_objects, skipped_objects: ``{"key", "reason"}`` of the
+            first 200 objects each.
+        seconds: wall time of the run.
+    """
 
     start: str
     end: str
+    days: list[str] = field(default_factory=list)
     objects: int = 0
+    objects_by_format: dict[str, int] = field(default_factory=dict)
     objects_quarantined: int = 0
+    objects_quarantined_by_reason: dict[str, int] = field(default_factory=dict)
+    objects_skipped: int = 0
+    objects_late: int = 0
     rows_read: int = 0
     rows_curated: int = 0
     rows_deduplicated: int = 0
     rows_quarantined: int = 0
     quarantined_by_reason: dict[str, int] = field(default_factory=dict)
+    rows_other_intervals: int = 0
     partitions: dict[str, int] = field(default_factory=dict)
+    quarantined_objects: list[dict] = field(default_factory=list)
+    skipped_objects: list[dict] = field(default_factory=list)
     seconds: float = 0.0
 
-    def add_reason(self, reason: str, count: int = 1) -> None:
-        key = reason.split(" (metric")[0]
-        self.quarantined_by_reason[key] = self.quarantined_by_reason.get(key, 0) + count
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def _quarantine_object(self, key: str, reason: str, detail: str) -> None:
+        self.objects_quarantined += 1
+        self.objects_quarantined_by_reason[reason] = self.objects_quarantined_by_reason.get(reason, 0) + 1
+        if len(self.quarantined_objects) < _LISTED_OBJECTS:
+            self.quarantined_objects.append({"key": key, "reason": reason, "detail": detail})
+
+    def _skip_object(self, key: str, reason: str) -> None:
+        self.objects_skipped += 1
+        if len(self.skipped_objects) < _LISTED_OBJECTS:
+            self.skipped_objects.append({"key": key, "reason": reason})
+
+
+class _Quarantine:
+    """Quarantine entries per landing day, as columns of :data:`schema.QUARANTINE`."""
+
+    def __init__(self, days):
+        self.columns = {day: {"source": [], "line": [], "reason": [], "raw": []} for day in days}
+        self.chunks: dict = {day: [] for day in days}
+
+    def add(self, day, source: str, line, reason: str, raw) -> None:
+        columns = self.columns[day]
+        columns["source"].append(source)
+        columns["line"].append(line)
+        columns["reason"].append(reason)
+        columns["raw"].append(raw)
+
+    def add_table(self, day, table: pa.Table) -> None:
+        """Add many entries at once (a table of :data:`schema.QUARANTINE`)."""
+        self.chunks[day].append(table)
+
+    def table(self, day) -> pa.Table:
+        single = pa.Table.from_pydict(self.columns[day], schema=schema.QUARANTINE)
+        return pa.concat_tables([single, *self.chunks[day]])
+
+
+def _object_kind(key: str) -> str | None:
+    """``"temporary"`` for upload leftovers, ``"marker"`` for markers, None for an export."""
+    parts = key.split("/")
+    if any(part in ("_temporary", "_temp", ".temporary") for part in parts[:-1]):
+        return "temporary"
+    name = parts[-1]
+    if name.startswith("_") or name.endswith((".crc", ".tmp", ".swp")) or name.startswith("."):
+        return "marker"
+    return None
 
 
 def ingest_interval(storage: Storage, config: Config, start, end) -> IngestReport:
-    """Ingest the landing objects of ``[start, end)`` and publish one partition per day.
+    """Ingest the landing objects of ``[start, end)`` and publish one slice per UTC day.
 
-    Reads ``landing/date=D/`` for every day D the interval touches, keeps rows
-    whose timestamp is inside the interval, and replaces ``metrics/date=D/``
-    (a zero-row Parquet file for a day without data). Rows outside the
-    interval and unparseable rows go to ``quarantine/date=D/``.
+    Reads ``landing/date=D/`` for every day D the interval touches (and the
+    ``ingest.late_days`` folders after it), replaces the slice of each day in
+    ``metrics/date=D/`` (zero rows for a day without data), rewrites
+    ``quarantine/date=D/`` and writes the report as
+    ``metrics/date=D/_ingest_report-HHMMSS-HHMMSS.json``.
+
+    Returns:
+        The :class:`IngestReport` of the run.
+
+    Raises:
+        ValueError: ``start`` or ``end`` has no time zone, or ``end <= start``.
+        OSError: the lake cannot be read or written (after the storage's retries).
     """
     started = time.monotonic()
     start, end = _utc(start), _utc(end)
     slices = day_slices(start, end)
-    days = [day for day, _, _ in slices]
-    report = IngestReport(start=start.isoformat(), end=end.isoformat())
-    frames = []
-    rejected_rows: list[dict] = []
+    own_days = [day for day, _, _ in slices]
+    late_days = config.ingest.late_days
+    folders = sorted({day + pd.Timedelta(days=k) for day in own_days for k in range(late_days + 1)})
+    report = IngestReport(start=start.isoformat(), end=end.isoformat(), days=[d.strftime("%Y-%m-%d") for d in own_days])
+    quarantine = _Quarantine(own_days)
+    start_ms, end_ms = _millis(start), _millis(end)
+    accepted: list[pa.Table] = []
 
-    for day in days:
-        for key in storage.list(landing_prefix(day)):
-            report.objects += 1
-            if "/_temporary/" in f"/{key}" or posixpath.basename(key).startswith("_"):
-                rejected_rows.append({"source": key, "line": None, "reason": "temporary or marker object, not an export", "raw": None})
-                report.objects_quarantined += 1
-                report.add_reason("temporary or marker object, not an export")
+    for folder in folders:
+        own = folder in own_days
+        for key in storage.list(landing_prefix(folder)):
+            kind = _object_kind(key)
+            if not own:
+                if kind is not None:
+                    continue
+                report.objects_late += 1
+            else:
+                report.objects += 1
+                if kind == "temporary":
+                    log.warning("Quarantined %s: %s", key, TEMPORARY_OBJECT)
+                    report._quarantine_object(key, TEMPORARY_OBJECT, "")
+                    quarantine.add(folder, key, None, TEMPORARY_OBJECT, None)
+                    continue
+                if kind == "marker":
+                    report._skip_object(key, "marker object, not an export")
+                    continue
+            parsed = _parse(storage, key, config, report if own else None, quarantine if own else None, folder)
+            if parsed is None:
                 continue
-            try:
-                parsed = parse_object(key, storage.read_bytes(key), config)
-            except ParseError as error:
-                log.warning("Quarantined %s: %s", key, error)
-                rejected_rows.append({"source": key, "line": None, "reason": str(error), "raw": None})
-                report.objects_quarantined += 1
-                report.add_reason(str(error))
-                continue
-            rows = parsed.rows
-            rows["source"] = key
-            report.rows_read += len(rows) + len(parsed.rejected)
-            for line, reason, raw in parsed.rejected:
-                rejected_rows.append({"source": key, "line": line, "reason": reason, "raw": raw})
-                report.add_reason(reason)
-            outside = (rows["timestamp"] < start) | (rows["timestamp"] >= end)
-            for row in rows[outside].itertuples():
-                reason = "timestamp outside the data interval"
-                rejected_rows.append({"source": key, "line": None, "reason": reason, "raw": f"{row.timestamp.isoformat()},{row.entity},{row.metric},{row.value}"})
-                report.add_reason(reason)
-            frames.append(rows[~outside])
+            report.objects_by_format[parsed.format] = report.objects_by_format.get(parsed.format, 0) + 1
+            table = _route(parsed, key, folder, own, late_days, start_ms, end_ms, report, quarantine)
+            if table.num_rows:
+                accepted.append(table)
 
-    curated = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["timestamp", "entity", "metric", "value", "labels", "source"])
-    before = len(curated)
-    curated = curated.drop_duplicates(["entity", "metric", "timestamp"], keep="last")
-    report.rows_deduplicated = before - len(curated)
-    report.rows_quarantined = len(rejected_rows) - report.objects_quarantined
-    curated = curated.sort_values(["timestamp", "entity", "metric"], kind="stable")
-
+    curated = _deduplicate(accepted, report)
+    millis = curated.column("timestamp").cast(pa.int64()).to_numpy() if curated.num_rows else np.zeros(0, np.int64)
     for day, slice_start, slice_end in slices:
-        in_slice = curated[(curated["timestamp"] >= slice_start) & (curated["timestamp"] < slice_end)]
-        table = curated_table(in_slice)
-        write_slice(storage, METRICS, day, slice_start, slice_end, table)
+        low, high = _millis(slice_start), _millis(slice_end)
+        if len(slices) == 1:
+            part = curated
+        else:
+            part = curated.filter(pa.array((millis >= low) & (millis < high)))
+        table = _curated_dictionary_table(part)
+        write_slice(storage, METRICS, day, slice_start, slice_end, table, time_column="timestamp", parquet_options=CURATED_PARQUET)
         report.partitions[day.strftime("%Y-%m-%d")] = table.num_rows
     report.rows_curated = int(sum(report.partitions.values()))
-
-    quarantine_table = pa.Table.from_pylist(rejected_rows, schema=schema.QUARANTINE)
-    write_slice(storage, QUARANTINE, days[0], start, min(end, days[0] + pd.Timedelta(days=1)), quarantine_table)
+    for day in own_days:
+        write_slice(storage, QUARANTINE, day, day, day + pd.Timedelta(days=1), quarantine.table(day))
     report.seconds = round(time.monotonic() - started, 3)
-    report_json = json.dumps(report.__dict__, indent=2).encode()
-    for day, slice_start, _ in slices:
-        clock = slice_start.strftime("%H%M%S")
-        storage.write_bytes(f"{partition(METRICS, day)}/_ingest_report-{clock}.json", report_json)
-    log.info(
-        "Ingested %s..%s: %d objects, %d rows read, %d curated, %d deduplicated, %d quarantined %s in %.1f s",
-        start, end, report.objects, report.rows_read, report.rows_curated, report.rows_deduplicated,
-        report.rows_quarantined, report.quarantined_by_reason, report.seconds,
-    )
+    _check_counts(report)
+    payload = json.dumps(report.to_dict(), indent=2, sort_keys=True).encode()
+    for day, slice_start, slice_end in slices:
+        write_companion(storage, METRICS, day, slice_start, slice_end, REPORT_STEM, payload)
+    _log_report(report)
     return report
 
 
-def curated_table(frame: pd.DataFrame) -> pa.Table:
-    """Convert curated rows to the fixed :data:`schema.CURATED` schema."""
-    frame = frame.reset_index(drop=True)
-    return pa.table(
-        {
-            "timestamp": pa.array(pd.to_datetime(frame["timestamp"], utc=True), type=schema.TIMESTAMP),
+def _parse(storage: Storage, key: str, config: Config, report, quarantine, folder) -> Parsed | None:
+    """Read and parse one object; quarantine it (for an own folder) when it is unusable."""
+    try:
+        data = storage.read_bytes(key)
+    except FileNotFoundError:
+        log.warning("Skipped %s: deleted between listing and reading", key)
+        if report is not None:
+            report._skip_object(key, "deleted between listing and reading")
+        return None
+    try:
+        return parse_object(key, data, config)
+    except ParseError as error:
+        reason, detail = error.reason, error.detail
+    except Exception as error:  # a parser bug must not stop the other objects of the interval
+        log.exception("Parser failed on %s", key)
+        reason, detail = PARSER_FAILURE, f"{type(error).__name__}: {error}"[:500]
+    if report is not None:
+        log.warning("Quarantined %s: %s%s", key, reason, f" ({detail})" if detail else "")
+        report._quarantine_object(key, reason, detail)
+        quarantine.add(folder, key, None, reason, detail or None)
+    return None
+
+
+def _route(parsed: Parsed, key: str, folder, own: bool, late_days: int, start_ms: int, end_ms: int, report, quarantine) -> pa.Table:
+    """Count and quarantine what ``parsed`` rejected; return the samples of this interval with their source."""
+    table = parsed.table
+    millis = table.column("timestamp").cast(pa.int64()).to_numpy()
+    folder_day = _millis(folder) // MS_PER_DAY
+    sample_day = np.floor_divide(millis, MS_PER_DAY)
+    in_landing = (sample_day <= folder_day) & (sample_day >= folder_day - late_days)
+    in_interval = (millis >= start_ms) & (millis < end_ms)
+    if own:
+        rejects = parsed.rejects
+        for line, reason, raw in zip(rejects.lines, rejects.reasons, rejects.raws):
+            quarantine.add(folder, key, line, reason, raw)
+            report.quarantined_by_reason[reason] = report.quarantined_by_reason.get(reason, 0) + 1
+        outside = np.flatnonzero(~in_landing)
+        if len(outside):
+            quarantine.add_table(folder, _outside_landing_day(table.take(pa.array(outside)), key))
+            report.quarantined_by_reason[NOT_IN_LANDING_DAY] = report.quarantined_by_reason.get(NOT_IN_LANDING_DAY, 0) + len(outside)
+        report.rows_quarantined += len(rejects) + len(outside)
+        report.rows_read += len(rejects) + len(outside)
+        report.rows_other_intervals += int((in_landing & ~in_interval).sum())
+    keep = in_landing & in_interval
+    report.rows_read += int(keep.sum())
+    if not keep.all():
+        table = table.filter(pa.array(keep))
+    source = pa.DictionaryArray.from_arrays(pa.array(np.zeros(table.num_rows, dtype=np.int32)), pa.array([key]))
+    return table.append_column("source", source)
+
+
+def _outside_landing_day(rows: pa.Table, key: str) -> pa.Table:
+    """Quarantine entries for samples outside their landing day; raw is ``timestamp,entity,metric,value``."""
+    count = rows.num_rows
+    raw = pc.binary_join_element_wise(
+        # Cast without the time zone: Arrow formats naive timestamps about ten times faster.
+        pc.binary_join_element_wise(rows.column("timestamp").cast(pa.timestamp("ms")).cast(pa.string()), pa.scalar("Z"), ""),
+        rows.column("entity").cast(pa.string()),
+        rows.column("metric").cast(pa.string()),
+        pc.fill_null(rows.column("value").cast(pa.string()), ""),
+        ",",
+    )
+    return pa.Table.from_arrays(
+        [
+            pa.DictionaryArray.from_arrays(pa.array(np.zeros(count, dtype=np.int32)), pa.array([key])).cast(pa.string()),
+            pa.nulls(count, pa.int64()),
+            pa.array([NOT_IN_LANDING_DAY] * 1, type=pa.string()).take(pa.array(np.zeros(count, dtype=np.int64))),
+            raw,
+        ],
+        schema=schema.QUARANTINE,
+    )
+
+
+def _deduplicate(tables: list[pa.Table], report: IngestReport) -> pa.Table:
+    """Concatenate, sort by (entity, metric, timestamp) and keep the last of each duplicate key."""
+    if not tables:
+        return _empty_accepted()
+    table = pa.concat_tables(tables).unify_dictionaries().combine_chunks()
+    entity_codes, entity = _sorted_codes(table.column("entity").chunk(0))
+    metric_codes, metric = _sorted_codes(table.column("metric").chunk(0))
+    millis = table.column("timestamp").cast(pa.int64()).to_numpy()
+    table = table.set_column(1, "entity", entity).set_column(2, "metric", metric)
+    if not _is_sorted(entity_codes, metric_codes, millis):
+        keys = pa.table({"e": entity_codes, "m": metric_codes, "t": millis})
+        order = pc.sort_indices(keys, sort_keys=[("e", "ascending"), ("m", "ascending"), ("t", "ascending")])
+        table = table.take(order)
+        order = order.to_numpy()
+        entity_codes, metric_codes, millis = entity_codes[order], metric_codes[order], millis[order]
+    same_as_next = (entity_codes[1:] == entity_codes[:-1]) & (metric_codes[1:] == metric_codes[:-1]) & (millis[1:] == millis[:-1])
+    duplicates = int(same_as_next.sum())
+    if duplicates:
+        # The sort is stable, so the last of equal keys is the last sample read.
+        table = table.filter(pa.array(~np.append(same_as_next, False)))
+    report.rows_deduplicated = duplicates
+    return table
+
+
+def _sorted_codes(array: pa.DictionaryArray) -> tuple[np.ndarray, pa.DictionaryArray]:
+    """Codes into a sorted dictionary without duplicates (names are compared as text)."""
+    values = np.asarray(array.dictionary.to_pylist(), dtype=object)
+    unique, inverse = np.unique(values.astype(str), return_inverse=True)
+    codes = inverse.astype(np.int32)[array.indices.to_numpy(zero_copy_only=False)]
+    return codes, pa.DictionaryArray.from_arrays(pa.array(codes, type=pa.int32()), pa.array(unique.tolist(), type=pa.string()))
+
+
+def _is_sorted(entity: np.ndarray, metric: np.ndarray, millis: np.ndarray) -> bool:
+    if len(millis) < 2:
+        return True
+    entity_step, metric_step, time_step = np.diff(entity), np.diff(metric), np.diff(millis)
+    ordered = (entity_step > 0) | ((entity_step == 0) & ((metric_step > 0) | ((metric_step == 0) & (time_step >= 0))))
+    return bool(ordered.all())
+
+
+def _empty_accepted() -> pa.Table:
+    from lstmae.formats.common import empty_table
+
+    table = empty_table()
+    return table.append_column("source", pa.array([], type=pa.dictionary(pa.int32(), pa.string())))
+
+
+def _millis(stamp: pd.Timestamp) -> int:
+    return int(stamp.value // 1_000_000)
+
+
+def _check_counts(report: IngestReport) -> None:
+    """Fail loudly if a row was lost or counted twice (a bug, never bad input)."""
+    accounted = report.rows_curated + report.rows_deduplicated + report.rows_quarantined
+    if report.rows_read != accounted:
+        raise RuntimeError(
+            f"Ingest counts do not add up for {report.start}..{report.end}: {report.rows_read} rows read but "
+            f"{report.rows_curated} curated + {report.rows_deduplicated} deduplicated + "
+            f"{report.rows_quarantined} quarantined = {accounted}. This is a bug in lstmae; "
+            "the partitions are written, keep the landing objects and report it."
+        )
+
+
+def _log_report(report: IngestReport) -> None:
+    log.info(
+        "Ingested %s..%s: %d objects (%s), %d rows read, %d curated, %d deduplicated, %d quarantined, "
+        "%d objects quarantined, %d skipped, %d rows of other intervals, in %.2f s",
+        report.start, report.end, report.objects, report.objects_by_format or "none", report.rows_read,
+        report.rows_curated, report.rows_deduplicated, report.rows_quarantined, report.objects_quarantined,
+        report.objects_skipped, report.rows_other_intervals, report.seconds,
+    )
+    for reason, count in sorted(report.quarantined_by_reason.items()):
+        log.info("Quarantined %d rows: %s", count, reason)
+    for reason, count in sorted(report.objects_quarantined_by_reason.items()):
+        log.info("Quarantined %d objects: %s", count, reason)
+    log.info("Ingest report: %s", json.dumps(report.to_dict(), sort_keys=True))
+
+
+# Dictionary-encoded text columns are written as they are (no hashing of
+# every string) and, without the stored Arrow schema, read back as plain
+# strings, so the files match schema.CURATED exactly. Timestamps are
+# delta-encoded; statistics are kept for the columns that queries filter on.
+CURATED_PARQUET = {
+    "store_schema": False,
+    "use_dictionary": ["entity", "metric", "labels", "source"],
+    "column_encoding": {"timestamp": "DELTA_BINARY_PACKED"},
+    "write_statistics": ["timestamp", "entity", "metric", "value"],
+}
+_CURATED_DICTIONARY = pa.schema(
+    [
+        pa.field(f.name, pa.dictionary(pa.int32(), pa.string()) if f.type == pa.string() else f.type, nullable=f.nullable)
+        for f in schema.CURATED
+    ]
+)
+
+
+def _curated_dictionary_table(table: pa.Table) -> pa.Table:
+    """Accepted samples in the column order of :data:`schema.CURATED`, text columns dictionary-encoded."""
+    return pa.Table.from_arrays([table.column(f.name) for f in _CURATED_DICTIONARY], schema=_CURATED_DICTIONARY)
+
+
+def curated_table(frame) -> pa.Table:
+    """Convert curated rows (an Arrow table or a pandas DataFrame) to the fixed :data:`schema.CURATED` schema."""
+    if isinstance(frame, pd.DataFrame):
+        frame = frame.reset_index(drop=True)
+        columns = {
+            "timestamp": pa.array(pd.to_datetime(frame["timestamp"], utc=True)).cast(schema.TIMESTAMP),
             "entity": pa.array(frame["entity"].astype(str).tolist(), type=pa.string()),
             "metric": pa.array(frame["metric"].astype(str).tolist(), type=pa.string()),
             "value": pa.array(frame["value"].astype("float64"), type=pa.float64(), from_pandas=True),
             "labels": pa.array(frame["labels"].tolist() if "labels" in frame else [None] * len(frame), type=pa.string()),
-            "source": pa.array(frame["source"].astype(str).tolist(), type=pa.string()),
-        },
-        schema=schema.CURATED,
-    )
+            "source": pa.array(frame["source"].astype(str).tolist() if "source" in frame else [""] * len(frame), type=pa.string()),
+        }
+        return pa.Table.from_pydict(columns, schema=schema.CURATED)
+    arrays = []
+    for target in schema.CURATED:
+        column = frame.column(target.name)
+        arrays.append(column.cast(target.type))
+    return pa.Table.from_arrays(arrays, schema=schema.CURATED)
 
 
 def read_curated(storage: Storage, start, end, entities=None, metrics=None) -> pd.DataFrame:
@@ -331,7 +441,7 @@ def read_curated(storage: Storage, start, end, entities=None, metrics=None) -> p
     complete data look for gaps on the grid.
     """
     start, end = _utc(start), _utc(end)
-    table = read_days(storage, METRICS, start, end)
+    table = read_days(storage, METRICS, start, end, time_column="timestamp")
     if table is None:
         return pd.DataFrame(
             {"timestamp": pd.Series(dtype="datetime64[ms, UTC]"), "entity": pd.Series(dtype=str),

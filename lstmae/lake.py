@@ -7,6 +7,15 @@ day, ``240000`` for midnight). Writing a slice deletes the other files of the
 partition whose time range overlaps it, so rerunning an interval, or scoring a
 range at once after scoring it day by day, replaces rows instead of adding
 them. A daily run writes exactly one file per day and partition.
+
+Each file is published in one atomic write, but replacing overlapping slices
+takes several. When the writer names the table's time column, the rows of an
+older slice that lie outside the new one are first written as *remainder*
+slices, then the new slice, and only then are the older files deleted; a
+reader that names the time column (:func:`read_days`) takes each time from the
+narrowest slice that covers it. A reader therefore sees, for every moment,
+either the old rows or the new ones, also after a crash between the writes,
+and the next run of the interval removes the leftovers.
 """
 
 from __future__ import annotations
@@ -67,33 +76,134 @@ def _parse_clock(text: str) -> int:
     return int(text[:2]) * 3600 + int(text[2:4]) * 60 + int(text[4:])
 
 
-def write_slice(storage: Storage, table: str, day, slice_start, slice_end, data: pa.Table, group: str | None = None) -> str:
-    """Publish ``data`` as the slice ``[slice_start, slice_end)`` of ``day``; return its key."""
+def _slice_key(prefix: str, first: int, last: int) -> str:
+    return f"{prefix}/part-{_clock(first)}-{_clock(last)}.parquet"
+
+
+def _slices(storage: Storage, prefix: str) -> list[tuple[int, int, str]]:
+    """``(first, last, key)`` of the slice files directly in the partition folder ``prefix``."""
+    found = []
+    for key in storage.list(prefix + "/"):
+        if "/" in key[len(prefix) + 1 :]:
+            continue
+        match = _PART.search(key)
+        if match:
+            found.append((_parse_clock(match.group(1)), _parse_clock(match.group(2)), key))
+    return found
+
+
+def write_slice(
+    storage: Storage,
+    table: str,
+    day,
+    slice_start,
+    slice_end,
+    data: pa.Table,
+    group: str | None = None,
+    time_column: str | None = None,
+    parquet_options: dict | None = None,
+) -> str:
+    """Publish ``data`` as the slice ``[slice_start, slice_end)`` of ``day``; return its key.
+
+    Args:
+        time_column: the table's time column. When given, rows of an older
+            slice that overlaps this one only in part are kept: the parts of
+            it outside ``[slice_start, slice_end)`` are written as remainder
+            slices before the older file is deleted. Without it an
+            overlapping older slice is deleted whole.
+        parquet_options: keyword arguments of ``pyarrow.parquet.write_table``
+            for the new slice (zstd compression by default).
+    """
     prefix = partition(table, day, group)
     first, last = _seconds_in_day(slice_start, day), _seconds_in_day(slice_end, day)
-    key = f"{prefix}/part-{_clock(first)}-{_clock(last)}.parquet"
-    storage.write_parquet(key, data)
+    key = _slice_key(prefix, first, last)
+    overlapping = [
+        (low, high, other) for low, high, other in _slices(storage, prefix) if other != key and low < last and first < high
+    ]
+    if time_column is not None:
+        # Widest first, so that where remainders of two stale slices share a
+        # name, the one from the narrower (newer) slice is written last.
+        for low, high, other in sorted(overlapping, key=lambda item: item[0] - item[1]):
+            if first <= low and high <= last:
+                continue
+            old = storage.read_parquet(other)
+            seconds = _seconds_of(old.column(time_column), day)
+            for piece_low, piece_high in ((low, first), (last, high)):
+                if piece_low < piece_high:
+                    mask = (seconds >= piece_low) & (seconds < piece_high)
+                    storage.write_parquet(_slice_key(prefix, piece_low, piece_high), old.filter(pa.array(mask)))
+                    log.info("Kept rows of %s outside the new slice as %s", other, _slice_key(prefix, piece_low, piece_high))
+    storage.write_parquet(key, data, **(parquet_options or {}))
+    for _, _, other in overlapping:
+        log.info("Replaced overlapping slice %s", other)
+        storage.delete(other)
+    return key
+
+
+def _seconds_of(column: pa.ChunkedArray, day: pd.Timestamp) -> "np.ndarray":
+    """Seconds since the start of ``day`` of each timestamp (floor), as int64."""
+    import numpy as np
+
+    millis = column.cast(pa.timestamp("ms", tz="UTC")).cast(pa.int64()).to_numpy(zero_copy_only=False)
+    return np.floor_divide(millis - int(day.value // 1_000_000), 1000)
+
+
+def write_companion(storage: Storage, table: str, day, slice_start, slice_end, stem: str, data: bytes) -> str:
+    """Write a non-Parquet file for the slice (``<stem>-HHMMSS-HHMMSS.json``), replacing overlapping ones of the same stem."""
+    prefix = partition(table, day)
+    first, last = _seconds_in_day(slice_start, day), _seconds_in_day(slice_end, day)
+    key = f"{prefix}/{stem}-{_clock(first)}-{_clock(last)}.json"
+    storage.write_bytes(key, data)
+    pattern = re.compile(re.escape(stem) + r"-(\d{6})(?:-(\d{6}))?\.json$")
     for other in storage.list(prefix + "/"):
-        if other == key or "/" in other[len(prefix) + 1 :]:
+        match = pattern.search(other)
+        if other == key or match is None or "/" in other[len(prefix) + 1 :]:
             continue
-        match = _PART.search(other)
-        if match and _parse_clock(match.group(1)) < last and first < _parse_clock(match.group(2)):
-            log.info("Replaced overlapping slice %s", other)
+        low = _parse_clock(match.group(1))
+        high = _parse_clock(match.group(2)) if match.group(2) else low + 1
+        if low < last and first < high:
             storage.delete(other)
     return key
 
 
-def read_days(storage: Storage, table: str, start, end, group: str | None = None) -> pa.Table | None:
-    """Read every slice file of the days ``[start, end)`` touches (all groups when ``group`` is None)."""
+def read_days(storage: Storage, table: str, start, end, group: str | None = None, time_column: str | None = None) -> pa.Table | None:
+    """Read every slice file of the days ``[start, end)`` touches (all groups when ``group`` is None).
+
+    Args:
+        time_column: the table's time column. When given and slices of one
+            partition overlap (a replacement in progress or interrupted),
+            each time is read from the narrowest slice that covers it.
+    """
     tables = []
     for day, _, _ in day_slices(start, end):
         prefix = partition(table, day, group)
+        folders: dict[str, list[tuple[int, int, str]]] = {}
         for key in storage.list(prefix + "/"):
-            if _PART.search(key):
-                tables.append(storage.read_parquet(key))
+            match = _PART.search(key)
+            if match:
+                entry = (_parse_clock(match.group(1)), _parse_clock(match.group(2)), key)
+                folders.setdefault(key.rsplit("/", 1)[0], []).append(entry)
+        for slices in folders.values():
+            if time_column is None or not _overlap(slices):
+                tables.extend(storage.read_parquet(key) for _, _, key in slices)
+                continue
+            claimed: list[tuple[int, int]] = []
+            for low, high, key in sorted(slices, key=lambda item: item[1] - item[0]):
+                part = storage.read_parquet(key)
+                seconds = _seconds_of(part.column(time_column), day)
+                keep = (seconds >= low) & (seconds < high)
+                for taken_low, taken_high in claimed:
+                    keep &= ~((seconds >= taken_low) & (seconds < taken_high))
+                tables.append(part.filter(pa.array(keep)))
+                claimed.append((low, high))
     if not tables:
         return None
     return pa.concat_tables(tables, promote_options="default")
+
+
+def _overlap(slices: list[tuple[int, int, str]]) -> bool:
+    ordered = sorted(slices)
+    return any(later[0] < earlier[1] for earlier, later in zip(ordered, ordered[1:]))
 
 
 def missing_slices(storage: Storage, table: str, start, end, group: str | None = None) -> list[tuple[pd.Timestamp, pd.Timestamp]]:

@@ -1,0 +1,191 @@
+"""Parsers of the metric export formats that land in ``landing/``.
+
+:func:`parse_object` takes one landing object (its key and bytes), unpacks
+gzip, recognises the format and returns the samples in the curated shape plus
+the rejected samples with their reasons. An object that is not an export at
+all raises :class:`ParseError` and is quarantined whole.
+
+Recognised formats, by name and then by content:
+
+========================  ===========================================  ===================
+format                    typical object                               module
+========================  ===========================================  ===================
+``csv``                   ``node-1.csv``, ``metrics.tsv.gz``           :mod:`.delimited`
+``prometheus``            ``query_range`` JSON (also Thanos, VM)       :mod:`.prometheus`
+``victoriametrics``       ``/api/v1/export`` JSON lines                :mod:`.prometheus`
+``cloudwatch``            Metric Streams JSON from Firehose, gzip      :mod:`.cloudwatch`
+``influx``                Telegraf line protocol (``.lp``, ``.influx``) :mod:`.influx`
+``parquet``               long-form Parquet                            :mod:`.parquet`
+========================  ===========================================  ===================
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+import posixpath
+import re
+import zlib
+
+from lstmae.formats.common import ParseError, Parsed, Rejects
+
+log = logging.getLogger(__name__)
+
+__all__ = ["FORMATS", "ParseError", "Parsed", "Rejects", "decompress", "detect_format", "parse_object"]
+
+FORMATS = ("csv", "prometheus", "victoriametrics", "cloudwatch", "influx", "parquet")
+_CSV_EXTENSIONS = ("csv", "tsv")
+_JSON_EXTENSIONS = ("json", "jsonl", "ndjson")
+_INFLUX_EXTENSIONS = ("lp", "line", "influx")
+_PARQUET_EXTENSIONS = ("parquet", "pq")
+_MARKUP = (b"<!doctype", b"<html", b"<?xml", b"<head", b"<body", b"<error", b"<title")
+
+
+def decompress(key: str, data: bytes) -> bytes:
+    """Return ``data`` gunzipped when it starts with the gzip magic bytes (all members).
+
+    Raises:
+        ParseError: the gzip stream is corrupt or truncated.
+    """
+    if data[:2] != b"\x1f\x8b":
+        if key.lower().endswith(".gz"):
+            log.debug("%s is named .gz but is not gzip-compressed; reading it as it is", key)
+        return data
+    try:
+        return gzip.decompress(data)
+    except (OSError, EOFError, zlib.error) as error:
+        raise ParseError("corrupt or truncated gzip", str(error)) from None
+
+
+def _extension(key: str) -> str:
+    name = posixpath.basename(key).lower()
+    if name.endswith(".gz"):
+        name = name[:-3]
+    return name.rsplit(".", 1)[-1] if "." in name else ""
+
+
+def detect_format(key: str, text: bytes, config) -> str:
+    """Return the format of decompressed ``text`` (one of :data:`FORMATS`).
+
+    Raises:
+        ParseError: the content is empty, markup, binary or no known format.
+    """
+    if not text.strip():
+        raise ParseError("empty object", "zero bytes" if not text else "only whitespace")
+    if text[:4] == b"PAR1":
+        return "parquet"
+    extension = _extension(key)
+    head = text[:2048].lstrip(b"\xef\xbb\xbf \t\r\n")
+    if head[:1] == b"<" and head[:16].lower().startswith(_MARKUP):
+        title = head[:200].decode("utf-8", "replace").replace("\n", " ")
+        raise ParseError("HTML or XML page instead of an export", f"content starts with {title[:120]!r}")
+    if extension in _PARQUET_EXTENSIONS:
+        raise ParseError("unreadable Parquet", "the object does not start with the Parquet magic bytes PAR1")
+    if b"\x00" in text[:4096]:
+        raise ParseError("binary content", f"the object {posixpath.basename(key)!r} contains NUL bytes; no text export does")
+    if extension in _CSV_EXTENSIONS:
+        return "csv"
+    if extension in _INFLUX_EXTENSIONS:
+        return "influx"
+    if extension in _JSON_EXTENSIONS or head[:1] in (b"{", b"["):
+        return "json"
+    first = head.split(b"\n", 1)[0].decode("utf-8", "replace")
+    separators = "[" + re.escape(config.ingest.delimiter) + ",;\t|]"
+    columns = {name.strip().strip('"').lower() for name in re.split(separators, first)}
+    if config.ingest.timestamp_column.lower() in columns:
+        return "csv"
+    from lstmae.formats.influx import _LINE, _fields
+
+    match = _LINE.match(first.strip())
+    if match and _fields(match.group("fields")):
+        return "influx"
+    raise ParseError(
+        "unsupported format",
+        f"cannot tell the export format of {posixpath.basename(key)!r}; supported: CSV/TSV, Prometheus query_range "
+        "JSON, VictoriaMetrics export, CloudWatch Metric Streams JSON, InfluxDB line protocol, Parquet",
+    )
+
+
+def parse_object(key: str, data: bytes, config) -> Parsed:
+    """Parse one landing object.
+
+    Args:
+        key: the landing key (its name decides the entity of wide CSV exports
+            and hints at the format).
+        data: the object's bytes, gzip-compressed or not.
+        config: the :class:`~lstmae.config.Config`.
+
+    Raises:
+        ParseError: the object as a whole is unusable; it is quarantined.
+    """
+    if not data:
+        raise ParseError("empty object", "zero bytes")
+    text = decompress(key, data)
+    kind = detect_format(key, text, config)
+    if kind == "parquet":
+        from lstmae.formats.parquet import parse_parquet
+
+        return parse_parquet(key, text, config)
+    if kind == "csv":
+        from lstmae.formats.delimited import parse_csv
+
+        return parse_csv(key, text, config)
+    try:
+        decoded = text.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise ParseError("not UTF-8 text", str(error)[:200]) from None
+    if kind == "influx":
+        from lstmae.formats.influx import parse_influx
+
+        return parse_influx(key, decoded, config)
+    return _parse_json(key, decoded, config)
+
+
+def _parse_json(key: str, text: str, config) -> Parsed:
+    from lstmae.formats.cloudwatch import parse_cloudwatch
+    from lstmae.formats.prometheus import parse_query_range, parse_victoriametrics
+
+    try:
+        document = json.loads(text)
+    except ValueError:
+        document = None
+    if isinstance(document, list):
+        raise ParseError("unsupported JSON", "a top-level JSON array; expected a Prometheus response or JSON lines")
+    if isinstance(document, dict):
+        if "data" in document or "status" in document:
+            return parse_query_range(key, document, config)
+        records = [(1, document, text.strip())]
+    else:
+        records = list(json_records(text))
+    first = next((record for _, record, _ in records if isinstance(record, dict)), None)
+    if first is None:
+        line, _, raw = records[0] if records else (None, None, "")
+        raise ParseError("invalid JSON", f"line {line} is no JSON object: {raw[:120]!r}")
+    if {"metric", "values", "timestamps"} <= set(first):
+        return parse_victoriametrics(key, records, config)
+    if "metric_name" in first and "namespace" in first:
+        return parse_cloudwatch(key, records, config)
+    raise ParseError("unsupported JSON", f"records with keys {sorted(first)[:10]} match no supported export")
+
+
+def json_records(text: str):
+    """Yield ``(line, object or None, raw)`` for JSON lines, including objects written back to back.
+
+    >>> [(line, record) for line, record, _ in json_records('{"a": 1}{"a": 2}\\n\\nnot json\\n')]
+    [(1, {'a': 1}), (1, {'a': 2}), (3, None)]
+    """
+    decoder = json.JSONDecoder()
+    for line, content in enumerate(text.splitlines(), start=1):
+        content = content.strip()
+        position = 0
+        while position < len(content):
+            try:
+                record, end = decoder.raw_decode(content, position)
+            except ValueError:
+                yield line, None, content[position:]
+                break
+            yield line, record, content[position:end]
+            position = end
+            while position < len(content) and content[position] in " \t,":
+                position += 1

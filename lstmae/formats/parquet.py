@@ -1,0 +1,105 @@
+"""Parquet exports in long form: one row per sample.
+
+Columns are found by ``ingest.timestamp_column``, ``entity_column``,
+``metric_column`` and ``value_column`` (case-insensitive); further columns are
+kept as labels per ``ingest.label_columns``. The timestamp may be a Parquet
+timestamp (UTC-adjusted, or local time with ``timezone`` configured), an
+epoch number or text; values may be any numeric type or text. Types may
+differ from one object to the next (integers one day, floats the next).
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from lstmae.formats.common import (
+    MISSING_ENTITY,
+    MISSING_METRIC,
+    ParseError,
+    Parsed,
+    Rejects,
+    make_table,
+    parse_timestamps,
+    parse_values,
+)
+from lstmae.formats.delimited import _labels
+
+
+def parse_parquet(key: str, data: bytes, config) -> Parsed:
+    """Parse a long-form Parquet export.
+
+    Raises:
+        ParseError: the object is no readable Parquet file or lacks a column.
+    """
+    settings = config.ingest
+    try:
+        table = pq.read_table(io.BytesIO(data))
+    except (pa.ArrowException, OSError, ValueError) as error:
+        raise ParseError("unreadable Parquet", str(error).splitlines()[0][:200]) from None
+    lookup: dict[str, str] = {}
+    for name in table.column_names:
+        lookup.setdefault(name.strip().lower(), name)
+    columns = {}
+    for role, wanted in (
+        ("timestamp", settings.timestamp_column),
+        ("entity", settings.entity_column),
+        ("metric", settings.metric_column),
+        ("value", settings.value_column),
+    ):
+        if wanted.lower() not in lookup:
+            raise ParseError(
+                f"missing {role} column",
+                f"no column {wanted!r} in {table.column_names[:10]}; a Parquet export is read in long form "
+                f"(set ingest.{role}_column)",
+            )
+        columns[role] = lookup[wanted.lower()]
+    others = [name for name in table.column_names if name not in columns.values()]
+    if settings.label_columns == ("*",):
+        labels = others
+    else:
+        wanted = {c.lower() for c in settings.label_columns}
+        labels = [name for name in others if name.strip().lower() in wanted]
+
+    rejects = Rejects()
+    millis, time_reasons = parse_timestamps(table.column(columns["timestamp"]), config)
+    values, value_reasons = parse_values(table.column(columns["value"]), settings.thousands_separator)
+    entities = _names(table.column(columns["entity"]))
+    metrics = _names(table.column(columns["metric"]))
+    entity_ok = np.asarray(pc.and_kleene(pc.is_valid(entities), pc.not_equal(entities, "")).fill_null(False).to_numpy(zero_copy_only=False))
+    metric_ok = np.asarray(pc.and_kleene(pc.is_valid(metrics), pc.not_equal(metrics, "")).fill_null(False).to_numpy(zero_copy_only=False))
+    reasons = np.full(table.num_rows, None, dtype=object)
+    for mask, reason in (
+        (~metric_ok, MISSING_METRIC),
+        (~entity_ok, MISSING_ENTITY),
+    ):
+        reasons[mask] = reason
+    if value_reasons is not None:
+        reasons[pd.isna(reasons) & ~pd.isna(value_reasons)] = value_reasons[pd.isna(reasons) & ~pd.isna(value_reasons)]
+    if time_reasons is not None:
+        has_time_reason = ~pd.isna(time_reasons)
+        reasons[has_time_reason] = time_reasons[has_time_reason]
+    bad = ~pd.isna(reasons)
+    if bad.any():
+        rows = table.take(pa.array(np.flatnonzero(bad)))
+        for offset, position in enumerate(np.flatnonzero(bad)):
+            record = rows.slice(offset, 1).to_pylist()[0]
+            rejects.add(int(position) + 1, reasons[position], ", ".join(f"{k}={v}" for k, v in record.items())[:500])
+    keep = pa.array(~bad)
+    label_json = _labels(table.filter(keep), labels) if labels else None
+    curated = make_table(millis[~bad], entities.filter(keep), metrics.filter(keep), values[~bad], label_json)
+    return Parsed(curated, rejects, "parquet")
+
+
+def _names(column: pa.ChunkedArray) -> pa.Array:
+    array = column.combine_chunks()
+    if pa.types.is_dictionary(array.type):
+        array = array.cast(array.type.value_type)
+    if not pa.types.is_string(array.type):
+        array = array.cast(pa.string())
+    return pc.utf8_trim_whitespace(array)
