@@ -395,12 +395,13 @@ def _score_days(storage, config, groups: list[str], start, end, version: str | N
 
 
 def _print_score_days(days: list[dict]) -> None:
-    _out(f"{'day':<10}  {'group':<12} {'version':<24} {'rows':>7} {'scored':>7} {'anomalous':>9} "
+    """Print one line per day and group; the last two columns count all groups of the day together."""
+    _out(f"{'day':<10}  {'group':<12} {'model version':<24} {'points':>7} {'scored':>7} {'anomalous points':>16} "
          f"{'windows':>7} {'anomalous windows':>17} {'incidents':>9}")
     for item in days:
         for summary in item["groups"]:
             _out(f"{item['day'].date()!s:<10}  {summary['group']:<12} {summary['model_version']:<24} "
-                 f"{summary['rows']:>7,} {summary['scored']:>7,} {summary['anomalies']:>9,} {summary['windows']:>7,} "
+                 f"{summary['rows']:>7,} {summary['scored']:>7,} {summary['anomalies']:>16,} {summary['windows']:>7,} "
                  f"{item['combined']['anomalies']:>17,} {item['combined']['incidents']:>9,}")
 
 
