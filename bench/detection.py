@@ -1,0 +1,138 @@
+"""Detection quality on the labelled shared data: the default rule against the reference rule.
+
+For every entity under ``../shared/data`` (ASD omi-1..8, SMD machine-1-6,
+machine-2-1, machine-3-3) this runs the production path in a fresh ``file://``
+lake: the training file is written as curated metrics, one group of all
+metrics is trained with the reference model (its last 30 % held out for the
+thresholds), the test file is scored in one run with the training rows as
+context, ``combine`` builds the incidents, and the scores and incidents in the
+lake are evaluated against the labels with :mod:`lstmae.evaluate`.
+
+Three rules are compared on the same trained model per entity:
+
+* ``default``: the configuration's threshold settings (the product default
+  unless ``--threshold`` overrides them);
+* ``reference``: the prototype's per-feature Gaussian, mean + 3 sigma of the
+  validation errors, applied to each point (``threshold.method: reference``);
+* ``reference-windows``: the same thresholds with the prototype's verdict, a
+  non-overlapping window is anomalous when any point of any feature exceeds.
+
+Writes ``bench/results/detection.json`` and the tables between the markers of
+``docs/detection.md``.
+
+Usage::
+
+    python bench/detection.py [--epochs 20] [--entities omi-1 machine-2-1]
+        [--threshold '{"quantile": 0.999}'] [--no-docs]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import re
+import tempfile
+import time
+
+import common
+
+common.quiet_tensorflow()
+
+from lstmae import evaluate as ev  # noqa: E402
+from lstmae.config import ThresholdConfig, config_from_dict  # noqa: E402
+from lstmae.storage import LocalStorage  # noqa: E402
+
+DATA = common.ROOT.parent / "shared" / "data"
+ENTITIES = {f"omi-{i}": ("asd", "5min") for i in range(1, 9)}
+ENTITIES.update({name: ("smd", "1min") for name in ("machine-1-6", "machine-2-1", "machine-3-3")})
+DOCS = common.ROOT / "docs" / "detection.md"
+BEGIN, END = "<!-- bench/detection.py: begin -->", "<!-- bench/detection.py: end -->"
+COLUMNS = ("point_f1", "best_f1", "point_adjusted_f1", "event_f1", "event_precision", "event_recall",
+           "false_alarms_per_day", "delay_steps_mean", "auc_pr", "hit_rate_100", "hit_rate_150")
+
+
+def run_entity(name: str, epochs: int, threshold: dict) -> dict:
+    """Backtest one entity; return ``{rule: report}`` plus ``training`` and ``seconds``."""
+    dataset, step = ENTITIES[name]
+    group = {"name": "all", "epochs": epochs, "slo_percentiles": {}}
+    if threshold:
+        group["threshold"] = threshold
+    config = config_from_dict({"step": step, "groups": [group]})
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix=f"lstmae-detection-{name}-") as directory:
+        results = ev.backtest(DATA / dataset / name, LocalStorage(directory), config, name,
+                              variants={"reference": ThresholdConfig(method="reference")})
+    results["seconds"] = round(time.monotonic() - started, 1)
+    return results
+
+
+def tables(results: dict) -> str:
+    """Markdown: one table per rule (rows: entities and the mean)."""
+    rules = [rule for rule in ("default", "reference", "reference-windows")
+             if any(rule in entity for entity in results["entities"].values())]
+    parts = []
+    for rule in rules:
+        summary = ev.summarise({name: entity[rule] for name, entity in results["entities"].items()})
+        parts.append(f"#### {rule}\n\n" + ev.markdown_table(summary, COLUMNS))
+    return "\n\n".join(parts)
+
+
+def write_docs(results: dict, command: str) -> None:
+    machine = results["machine"]
+    block = "\n".join([
+        BEGIN,
+        f"Measured {machine['date']} on {machine['cpu']} ({machine['cores']} cores, shared with other work), "
+        f"TensorFlow {machine['tensorflow']}, {results['epochs']} epochs, seed 42, "
+        f"{results['seconds'] / 60:.1f} minutes in all. Command:",
+        "",
+        f"    {command}",
+        "",
+        f"Threshold settings of `default`: `{json.dumps(results['default_threshold'])}`.",
+        "",
+        tables(results),
+        "",
+        END,
+    ])
+    text = DOCS.read_text(encoding="utf-8") if DOCS.exists() else f"# Detection quality\n\n{BEGIN}\n{END}\n"
+    if BEGIN not in text:
+        text = text.rstrip("\n") + f"\n\n{BEGIN}\n{END}\n"
+    pattern = re.compile(re.escape(BEGIN) + ".*?" + re.escape(END), re.DOTALL)
+    DOCS.write_text(pattern.sub(lambda _: block, text), encoding="utf-8")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--epochs", type=int, default=20, help="training epochs per entity (default 20)")
+    parser.add_argument("--entities", nargs="*", default=list(ENTITIES), help="entities to run (default all 11)")
+    parser.add_argument("--threshold", default="{}",
+                        help="JSON of threshold settings for the default rule (default: the product default)")
+    parser.add_argument("--no-docs", action="store_true", help="do not rewrite docs/detection.md")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    unknown = sorted(set(args.entities) - set(ENTITIES))
+    if unknown:
+        parser.error(f"unknown entities {unknown}; choose from {list(ENTITIES)}")
+    threshold = json.loads(args.threshold)
+    started = time.monotonic()
+    results = {"machine": common.machine(), "epochs": args.epochs, "entities": {},
+               "default_threshold": threshold or ThresholdConfig().__dict__}
+    for name in args.entities:
+        results["entities"][name] = run_entity(name, args.epochs, threshold)
+        entity = results["entities"][name]
+        print(f"{name}: " + ", ".join(
+            f"{rule} point F1 {entity[rule]['point']['f1']:.3f} event F1 {entity[rule]['event']['f1']:.3f}"
+            for rule in ("default", "reference", "reference-windows")) + f" ({entity['seconds']} s)", flush=True)
+    results["seconds"] = round(time.monotonic() - started, 1)
+    common.RESULTS.mkdir(parents=True, exist_ok=True)
+    (common.RESULTS / "detection.json").write_text(json.dumps(results, indent=2, default=str), encoding="utf-8")
+    print(tables(results))
+    if not args.no_docs:
+        command = "python bench/detection.py" + (f" --epochs {args.epochs}" if args.epochs != 20 else "") + (
+            f" --entities {' '.join(args.entities)}" if args.entities != list(ENTITIES) else "") + (
+            f" --threshold '{args.threshold}'" if threshold else "")
+        write_docs(results, command)
+
+
+if __name__ == "__main__":
+    main()
