@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import gzip
+import io
 import logging
 import os
 import re
@@ -336,13 +337,67 @@ def _step_text(step: pd.Timedelta) -> str:
 
 
 def _land_csv(storage, path: Path, entity: str, name: str | None = None) -> dict:
-    """Land one CSV export; ``name`` is how the output refers to it (default: its path)."""
+    """Land one CSV export by UTC day; ``name`` is how the output refers to it (default: its path).
+
+    The object of a day is replaced whole, so on the first and last day of
+    the export the rows already landed for the entity outside the export's
+    time range are merged in first: landing the afternoon of a day keeps its
+    morning.
+    """
     from lstmae.landing import land_wide_csv
 
-    result = land_wide_csv(storage, path, entity)
-    _out(f"Landed {name or path} as entity {entity!r}: {result['objects']} daily objects, {result['rows']:,} rows, "
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    kept = _rows_outside(storage, entity, frame)
+    if kept:
+        with tempfile.TemporaryDirectory(prefix="lstmae-") as directory:
+            merged = Path(directory) / "merged.csv.gz"
+            with gzip.open(merged, "wt", encoding="utf-8", newline="") as stream:
+                pd.concat(kept + [frame], ignore_index=True).to_csv(stream, index=False)
+            result = land_wide_csv(storage, merged, entity)
+        rows = sum(len(part) for part in kept)
+        _out(f"Kept {rows:,} rows landed earlier for {entity!r} on the first and last day of {name or path}")
+    else:
+        result = land_wide_csv(storage, path, entity)
+    _out(f"Landed {name or path} as entity {entity!r}: {result['objects']} daily objects, {len(frame):,} rows, "
          f"{_iso(result['start'])} .. {_iso(result['end'])}")
     return result
+
+
+def _rows_outside(storage, entity: str, frame: pd.DataFrame) -> list[pd.DataFrame]:
+    """Return the rows of ``entity``'s landed objects on the export's first and last day that lie outside it."""
+    from lstmae.storage import escape_segment
+
+    if "timestamp" not in frame.columns or frame.empty:
+        return []  # land_wide_csv raises the error that names the missing column
+    stamps = pd.to_datetime(frame["timestamp"], utc=True, format="ISO8601", errors="coerce")
+    first, last = stamps.min(), stamps.max()
+    if first is pd.NaT:
+        return []
+    kept = []
+    for day in sorted({first.floor("D"), last.floor("D")}):
+        key = f"landing/date={day.strftime('%Y-%m-%d')}/{escape_segment(entity)}.csv.gz"
+        if not storage.exists(key):
+            continue
+        landed = pd.read_csv(io.BytesIO(gzip.decompress(storage.read_bytes(key))), dtype=str, keep_default_na=False)
+        landed_stamps = pd.to_datetime(landed["timestamp"], utc=True, format="ISO8601", errors="coerce")
+        # Rows with an unreadable timestamp are kept too, so that ingest quarantines them with their reason.
+        outside = landed[landed_stamps.isna() | (landed_stamps < first) | (landed_stamps > last)]
+        if outside.empty:
+            continue
+        if list(landed.columns) != list(frame.columns):
+            raise ValueError(
+                f"{storage.uri_of(key)} has other columns than the new export for {entity!r} "
+                f"({list(landed.columns)[:6]} vs {list(frame.columns)[:6]}), and it has rows outside the new "
+                "export's time range that landing would replace. Land the export under another --entity, or "
+                "export whole days."
+            )
+        kept.append(outside)
+    return kept
+
+
+def _whole_days(start: pd.Timestamp, end: pd.Timestamp) -> tuple[pd.Timestamp, pd.Timestamp]:
+    """Widen ``[start, end)`` to whole UTC days, the unit in which landing objects are replaced."""
+    return start.floor("D"), end.ceil("D")
 
 
 def _ingest_days(storage, config, start: pd.Timestamp, end: pd.Timestamp) -> dict:
@@ -600,7 +655,8 @@ def _run_land(args) -> int:
             starts.append(pd.Timestamp(result["start"]))
             ends.append(pd.Timestamp(result["end"]))
     if starts:
-        _out(f"Next: lstmae ingest --start {_iso(min(starts))} --end {_iso(max(ends))}")
+        first, last = _whole_days(min(starts), max(ends))
+        _out(f"Next: lstmae ingest --start {_iso(first)} --end {_iso(last)}")
     return EXIT_OK
 
 
@@ -699,7 +755,7 @@ def _land_training_data(storage, config, args) -> tuple[pd.Timestamp, pd.Timesta
     if args.val_csv is None:
         _land_csv(storage, args.train_csv, entity)
         _out(f"  validation period: the last {config.validation_fraction:g} of {_iso(train_start)} .. {_iso(train_end)}")
-        _ingest_days(storage, config, train_start, train_end)
+        _ingest_days(storage, config, *_whole_days(train_start, train_end))
         return train_start, train_end, None
 
     validation_start, validation_end, _ = _csv_period(args.val_csv)
@@ -713,7 +769,7 @@ def _land_training_data(storage, config, args) -> tuple[pd.Timestamp, pd.Timesta
         _land_csv(storage, combined, entity, name=f"{args.train_csv} and {args.val_csv}")
     _out(f"  training period {_iso(train_start)} .. {_iso(train_end)}, "
          f"validation period {_iso(validation_start)} .. {_iso(validation_end)}")
-    _ingest_days(storage, config, train_start, validation_end)
+    _ingest_days(storage, config, *_whole_days(train_start, validation_end))
     return train_start, validation_end, validation_start
 
 
@@ -793,7 +849,7 @@ def _run_test(args) -> int:
     start, end, step = _csv_period(args.csv)
     _check_step(args.csv, step, config)
     _land_csv(storage, args.csv, args.entity or _entity_for(args.csv))
-    _ingest_days(storage, config, start, end)
+    _ingest_days(storage, config, *_whole_days(start, end))
     days = _score_days(storage, config, groups, start, end, args.version, plots=not args.no_plots)
     rows = sum(s["rows"] for d in days for s in d["groups"])
     scored = sum(s["scored"] for d in days for s in d["groups"])

@@ -244,9 +244,28 @@ def test_land_directory_of_exports(capsys, tmp_path):
     assert code == 0
     assert f"Skipped {folder / 'labels.csv'}: labels or annotations, not metrics" in out
     assert "as entity 'web-1': 2 daily objects, 3 rows" in out
-    assert "Next: lstmae ingest --start 2026-09-01T23:55:00Z --end 2026-09-02T00:10:00Z" in out
+    assert "Next: lstmae ingest --start 2026-09-01T00:00:00Z --end 2026-09-03T00:00:00Z" in out
     assert (lake / "landing" / "date=2026-09-01" / "web-1.csv.gz").is_file()
     assert (lake / "landing" / "date=2026-09-02" / "web-1.csv.gz").is_file()
+
+
+def test_land_keeps_rest_of_day(capsys, tmp_path):
+    morning, afternoon = tmp_path / "morning.csv", tmp_path / "afternoon.csv"
+    morning.write_text("timestamp,cpu\n2026-09-01T08:00:00Z,1\n2026-09-01T08:05:00Z,2\n", encoding="utf-8")
+    afternoon.write_text("timestamp,cpu\n2026-09-01T14:00:00Z,3\n2026-09-02T00:00:00Z,4\n", encoding="utf-8")
+    lake = tmp_path / "lake"
+    assert run_cli(capsys, "land", morning, "--entity", "web-1", "--lake", lake)[0] == 0
+
+    code, out, _ = run_cli(capsys, "land", afternoon, "--entity", "web-1", "--lake", lake)
+    assert code == 0
+    assert f"Kept 2 rows landed earlier for 'web-1' on the first and last day of {afternoon}" in out
+    assert "as entity 'web-1': 2 daily objects, 2 rows" in out
+    landed = pd.read_csv(lake / "landing" / "date=2026-09-01" / "web-1.csv.gz")
+    assert sorted(landed["timestamp"]) == ["2026-09-01T08:00:00Z", "2026-09-01T08:05:00Z", "2026-09-01T14:00:00Z"]
+
+    code, out, _ = run_cli(capsys, "ingest", "--start", "2026-09-01", "--end", "2026-09-03", "--lake", lake)
+    assert code == 0
+    assert "curated 4," in out
 
 
 def test_land_directory_without_exports(capsys, tmp_path):
