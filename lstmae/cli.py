@@ -339,9 +339,9 @@ def _step_text(step: pd.Timedelta) -> str:
 def _land_csv(storage, path: Path, entity: str, name: str | None = None) -> dict:
     """Land one CSV export by UTC day; ``name`` is how the output refers to it (default: its path).
 
-    The object of a day is replaced whole, so on the first and last day of
-    the export the rows already landed for the entity outside the export's
-    time range are merged in first: landing the afternoon of a day keeps its
+    The object of a day is replaced whole. So on the first and last day of
+    the export, the entity's rows landed earlier outside the export's time
+    range are merged in first, and landing the afternoon of a day keeps its
     morning.
     """
     from lstmae.landing import land_wide_csv
