@@ -1,7 +1,8 @@
 """Land exports into ``landing/date=YYYY-MM-DD/``, the way an exporter writes one file per day.
 
-Used by the demo, the simulator and the tests to put CSV exports where the
-ingest step looks for them.
+Used by the demo, the simulator and the tests to put exports where the ingest
+step looks for them: :func:`land_wide_csv` splits a wide CSV by day and
+:func:`land_object` writes one object of any format as it is.
 """
 
 from __future__ import annotations
@@ -16,6 +17,21 @@ import pandas as pd
 from lstmae.storage import Storage, escape_segment
 
 log = logging.getLogger(__name__)
+
+
+def land_object(storage: Storage, day, name: str, data: bytes) -> str:
+    """Write one export object as ``landing/date=DAY/NAME`` and return its key.
+
+    Args:
+        day: the landing day (anything ``pandas.Timestamp`` accepts; only the date is used).
+        name: object name, with ``/``-separated subfolders if any
+            (``hour=10/a.json.gz``). The storage rejects empty, ``.`` and
+            ``..`` segments, so a name cannot leave the day's folder.
+        data: the bytes as the exporter wrote them (gzip-compressed or not).
+    """
+    key = f"landing/date={pd.Timestamp(day).strftime('%Y-%m-%d')}/{name}"
+    storage.write_bytes(key, data)
+    return key
 
 
 def land_wide_csv(storage: Storage, path: str | Path, entity: str, timestamp_column: str = "timestamp") -> dict:
