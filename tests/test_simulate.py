@@ -373,11 +373,12 @@ def test_write_labels_and_incidents(tmp_path, small_fleet):
     assert pd.Timestamp(first["start"]) == small_fleet.incidents[0].start
 
 
-def test_written_exports_ingest_exactly(tmp_path, small_fleet):
+@pytest.mark.parametrize("export_format", ["wide", "long"])
+def test_written_exports_ingest_exactly(tmp_path, small_fleet, export_format):
     from lstmae.storage import LocalStorage
 
     storage = LocalStorage(tmp_path)
-    write_fleet(storage, small_fleet)
+    write_fleet(storage, small_fleet, format=export_format)
     config = Config(lake=str(tmp_path), step="5min")
     report = ingest_interval(storage, config, DAY, DAY + pd.Timedelta(days=2))
     # 3 hosts x 576 timestamps x 2 metrics, nothing quarantined.
