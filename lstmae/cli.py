@@ -38,6 +38,7 @@ COMMANDS = [
     "score",
     "models",
     "incidents",
+    "evaluate",
 ]
 
 EXIT_OK = 0
@@ -1025,6 +1026,61 @@ def _run_incidents(args) -> int:
              f"{', '.join(features)}")
     if len(shown) < len(frame):
         _out(f"  ... {len(frame) - len(shown):,} more (raise --limit, or use --json)")
+    return EXIT_OK
+
+
+# evaluate
+
+
+def _add_evaluate(subparsers, common) -> None:
+    parser = _command_parser(
+        subparsers, "evaluate", common,
+        help="measure scores against labelled anomalies (precision, recall, F1, AUC-PR, HitRate)",
+        description=(
+            "Compare the scores of a range with a labels file (timestamp,label[,entity]; 1 marks an\n"
+            "anomaly) and print, per entity and averaged: point-wise precision, recall and F1 at the\n"
+            "product's own threshold, the best F1 over all thresholds, point-adjusted F1, event-wise\n"
+            "precision, recall and F1 of the incidents, the detection delay, false alarms per normal day,\n"
+            "the area under the precision-recall curve and, with --interpretation, the attribution\n"
+            "HitRate@100%% and @150%%. Scores come from the lake over --start/--end, or from --scores."
+        ),
+        epilog=("examples:\n  lstmae evaluate --labels labels.csv.gz --start 2026-10-01 --end 2026-10-16\n"
+                "  lstmae evaluate --scores scores.parquet --labels labels.csv --interpretation interpretation.csv "
+                "--json report.json"),
+    )
+    parser.add_argument("--labels", type=_existing_file, required=True, metavar="FILE",
+                        help="CSV of timestamp,label (and optionally entity), gzip allowed")
+    parser.add_argument("--interpretation", type=_existing_file, metavar="FILE",
+                        help="CSV of start,end,metrics (metrics separated by ';') naming the cause of each anomaly")
+    parser.add_argument("--scores", type=_existing_path, metavar="PATH",
+                        help="a scores Parquet file or folder instead of the lake")
+    parser.add_argument("--start", type=_timestamp, metavar="TIMESTAMP",
+                        help="start of the scored range, ISO 8601 in UTC (default: the first label)")
+    parser.add_argument("--end", type=_timestamp, metavar="TIMESTAMP",
+                        help="end of the scored range, exclusive (default: one step after the last label)")
+    parser.add_argument("--group", metavar="NAME", help="the group whose scores to evaluate (needed when several are scored)")
+    parser.add_argument("--entity", metavar="NAME", help="the entity of labels that have no entity column")
+    parser.add_argument("--json", metavar="FILE", help="write the full report as JSON to FILE")
+    parser.add_argument("--markdown", metavar="FILE", help="write the summary table as Markdown to FILE")
+
+
+def _run_evaluate(args) -> int:
+    from lstmae import evaluate
+
+    config, storage = _open(args)
+    labels = evaluate.read_labels(args.labels)
+    interpretation = evaluate.read_interpretation(args.interpretation) if args.interpretation else None
+    step = labels["timestamp"].sort_values().diff().mode()
+    start = args.start or labels["timestamp"].min()
+    end = args.end or labels["timestamp"].max() + (step.iloc[0] if len(step) else config.step_delta)
+    if end <= start:
+        raise UsageError(f"--end {_iso(end)} is not after --start {_iso(start)}: give an end after the start")
+    source = str(args.scores) if args.scores else storage.uri
+    scores = evaluate.read_scores(source, start, end, group=args.group)
+    incidents = None if args.scores else evaluate.read_incidents_table(storage, start, end)
+    report = evaluate.evaluate_scores(scores, labels, interpretation, merge_steps=config.incident_merge_steps,
+                                      entity=args.entity, incidents=incidents)
+    _out(evaluate.write_report(report, args.json, args.markdown))
     return EXIT_OK
 
 

@@ -40,7 +40,10 @@ class ThresholdConfig:
             validation quantile, averages over features, smooths over time and
             compares with a multiple of that score's validation quantile.
         sigma: width of the Gaussian band for ``reference``. Default 3.
-        quantile: validation quantile used by ``quantile``. Default 0.99.
+        quantile: validation quantile of each feature's error that divides
+            it (``quantile`` method). Default 0.99.
+        score_quantile: validation quantile of the anomaly score that, times
+            ``factor``, is the score threshold. None (default) uses ``quantile``.
         factor: multiplier on the validation quantile of the anomaly score.
         smoothing: points in the trailing mean of the anomaly score. Default 1
             (no smoothing); the mean looks only backwards so scores stay causal.
@@ -53,6 +56,7 @@ class ThresholdConfig:
     method: str = "quantile"
     sigma: float = 3.0
     quantile: float = 0.99
+    score_quantile: float | None = None
     factor: float = 1.0
     smoothing: int = 1
     top_features: int = 0
@@ -308,6 +312,8 @@ def _threshold_from_dict(path: str, data: dict) -> ThresholdConfig:
         method=_choice(f"{path}.method", data.get("method", base.method), THRESHOLD_METHODS),
         sigma=_number(f"{path}.sigma", data.get("sigma", base.sigma), 0.0, 100.0),
         quantile=_number(f"{path}.quantile", data.get("quantile", base.quantile), 0.5, 1.0),
+        score_quantile=None if data.get("score_quantile", base.score_quantile) is None else _number(
+            f"{path}.score_quantile", data["score_quantile"], 0.5, 1.0),
         factor=_number(f"{path}.factor", data.get("factor", base.factor), 0.01, 100.0),
         smoothing=_positive_int(f"{path}.smoothing", data.get("smoothing", base.smoothing)),
         top_features=_non_negative_int(f"{path}.top_features", data.get("top_features", base.top_features)),

@@ -448,6 +448,14 @@ def read_scores(source: str, start=None, end=None, group: str | None = None) -> 
     return frame.reset_index(drop=True)
 
 
+def read_incidents_table(storage, start, end) -> pd.DataFrame | None:
+    """Read the ``incidents`` rows of the days of ``[start, end)`` from the lake (None when there are none)."""
+    from lstmae.lake import read_days, utc
+
+    table = read_days(storage, "incidents", utc(start), utc(end))
+    return table.to_pandas() if table is not None else None
+
+
 def _ranked(feature_errors) -> list[str]:
     if feature_errors is None:
         return []
@@ -462,6 +470,7 @@ def evaluate_scores(
     step: str | pd.Timedelta | None = None,
     merge_steps: int = 6,
     entity: str | None = None,
+    incidents: pd.DataFrame | None = None,
 ) -> dict:
     """Evaluate a scores table against labels; returns ``{"entities": {...}, "summary": {...}}``.
 
@@ -473,8 +482,12 @@ def evaluate_scores(
         interpretation: optional ``start, end, metrics[, entity]`` rows.
         step: grid step; default the most common spacing of the labels.
         merge_steps: flagged points at most this many steps apart form one
-            incident, as in ``combine``. Default 6.
+            incident, as in ``combine``. Default 6. Used when ``incidents``
+            is None.
         entity: the entity of entity-less labels.
+        incidents: rows of the ``incidents`` table (the latest row of each
+            ``incident_id`` counts); None derives incidents from the flagged
+            points with ``merge_steps``.
     """
     if "entity" not in labels.columns:
         names = sorted(scores["entity"].unique())
@@ -497,8 +510,12 @@ def evaluate_scores(
         values = rows["anomaly_score"].to_numpy(dtype=np.float64)
         explained = interpretation[interpretation["entity"] == name] if interpretation is not None else None
         ranked = [_ranked(errors) for errors in rows["feature_errors"]] if explained is not None and len(explained) else None
-        incidents = incidents_from_points(timestamps, flagged, grid_step, merge_steps)
-        reports[str(name)] = evaluate_series(timestamps, part["label"].to_numpy(), values, flagged, incidents,
+        if incidents is None:
+            events = incidents_from_points(timestamps, flagged, grid_step, merge_steps)
+        else:
+            groups = scores["group"].unique() if "group" in scores.columns else [None]
+            events = incidents_from_table(incidents, name, groups[0] if len(groups) == 1 else None)
+        reports[str(name)] = evaluate_series(timestamps, part["label"].to_numpy(), values, flagged, events,
                                              grid_step, ranked, explained)
         log.info("Evaluated %s: point F1 %.3f, event F1 %.3f", name, reports[str(name)]["point"]["f1"],
                  reports[str(name)]["event"]["f1"])
@@ -620,8 +637,7 @@ def backtest(
         flagged = rows["is_anomaly"].astype("boolean").fillna(False).to_numpy(dtype=bool)
         values = rows["anomaly_score"].to_numpy(dtype=np.float64)
         ranked = [_ranked(errors) for errors in rows["feature_errors"]]
-        incidents_table = read_days(storage, "incidents", test_start, test_end)
-        incidents = incidents_from_table(incidents_table.to_pandas() if incidents_table is not None else None, entity, group)
+        incidents = incidents_from_table(read_incidents_table(storage, test_start, test_end), entity, group)
         results[name] = evaluate_series(timestamps, labels["label"].to_numpy(), values, flagged, incidents, step,
                                         ranked, interpretation)
         if (variants or {}).get(name) is not None and variants[name].method == "reference":

@@ -113,8 +113,12 @@ class Thresholds:
         return dataclasses.replace(
             self,
             prediction_thresholds=tuple(float(x) for x in feature_thresholds),
-            early_warning_threshold=float(settings.factor * np.quantile(scores, settings.quantile)),
+            early_warning_threshold=float(settings.factor * np.quantile(scores, _score_quantile(settings))),
         )
+
+
+def _score_quantile(settings: ThresholdConfig) -> float:
+    return settings.quantile if settings.score_quantile is None else settings.score_quantile
 
 
 def _finite_rows(errors: np.ndarray) -> np.ndarray:
@@ -167,7 +171,7 @@ def fit_thresholds(
         scores = scores[np.isfinite(scores)]
         if len(scores) == 0:
             raise ValueError("Cannot fit the score threshold: no scorable validation point.")
-        score_threshold = float(settings.factor * np.quantile(scores, settings.quantile))
+        score_threshold = float(settings.factor * np.quantile(scores, _score_quantile(settings)))
     else:
         raise ValueError(f"Unknown threshold method {settings.method!r}. Expected 'reference' or 'quantile'.")
     log.info(
@@ -185,6 +189,7 @@ def fit_thresholds(
             "method": settings.method,
             "sigma": settings.sigma,
             "quantile": settings.quantile,
+            "score_quantile": settings.score_quantile,
             "factor": settings.factor,
             "smoothing": settings.smoothing,
             "top_features": settings.top_features,

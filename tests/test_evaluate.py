@@ -216,3 +216,29 @@ def test_labels_without_entity_need_a_choice():
     report = ev.evaluate_scores(scores, labels, entity="b")
     assert list(report["entities"]) == ["b"]
     assert report["entities"]["b"]["point"]["fn"] == 1
+
+
+@pytest.mark.slow
+def test_cli_evaluate_on_scored_lake(scored_lake, tmp_path, capsys):
+    from lstmae import cli
+
+    first, last = scored_lake["score_days"][0], scored_lake["score_days"][-1] + pd.Timedelta(days=1)
+    stamps = pd.date_range(first, last, freq=STEP, inclusive="left")
+    spike = (stamps >= pd.Timestamp("2026-09-05T10:00:00Z")) & (stamps < pd.Timestamp("2026-09-05T11:00:00Z"))
+    labels = pd.DataFrame({"timestamp": stamps.strftime("%Y-%m-%dT%H:%M:%SZ"), "entity": "host-a",
+                           "label": spike.astype(int)})
+    labels_path = tmp_path / "labels.csv"
+    labels.to_csv(labels_path, index=False)
+    report_path = tmp_path / "report.json"
+    code = cli.main(["evaluate", "--lake", str(scored_lake["lake"]), "--config", str(scored_lake["config_path"]),
+                     "--labels", str(labels_path), "--json", str(report_path)])
+    assert code == 0
+    assert "| host-a |" in capsys.readouterr().out
+    report = json.loads(report_path.read_text())
+    entity = report["entities"]["host-a"]
+    assert entity["points"] == len(stamps)
+    assert entity["labelled_points"] == 12
+    assert entity["segments"] == 1
+    # The synthetic spike is far outside normal: its segment is found and the best threshold separates it.
+    assert entity["event"]["tp"] == 1
+    assert entity["best"]["f1"] > 0.9
