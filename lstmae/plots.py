@@ -67,10 +67,12 @@ def render_incident(incident: dict, points: pd.DataFrame, max_features: int = 4)
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    features = list(incident.get("top_features") or [])[:max_features]
+    # Lists read back from Parquet are numpy arrays, whose truth value is ambiguous: test for None instead.
+    top_features = incident.get("top_features")
+    features = list(top_features if top_features is not None else [])[:max_features]
     if not features and len(points):
-        first = next((e for e in points["feature_errors"] if e is not None), None) or []
-        features = [item["feature"] for item in first][:max_features]
+        first = next((e for e in points["feature_errors"] if e is not None), None)
+        features = [item["feature"] for item in (first if first is not None else [])][:max_features]
     series = feature_series(points, features)
     panels = len(features) + 1
     figure, axes = plt.subplots(panels, 1, figsize=(9, 1.9 * panels + 0.6), dpi=100, sharex=True, squeeze=False)
