@@ -371,14 +371,20 @@ def test_train_test_score_flow(capsys, tmp_path, exports):
     else:
         assert "No anomalous windows." in out
 
-    code, out, err = run_cli(capsys, "score", "--start", "2026-09-05", "--end", "2026-09-06", "--limit", "0",
-                             "--config", config, "--lake", lake, "--no-plots")
+    # The validation day and the test day, this time with the incident plots that scheduled runs make.
+    code, out, err = run_cli(capsys, "score", "--start", "2026-09-04", "--end", "2026-09-06", "--limit", "0",
+                             "--config", config, "--lake", lake)
     assert code == 0, err
+    assert re.search(rf"^2026-09-04\s+all\s+{version}\s+288\s+288\s", out, re.MULTILINE)
     assert re.search(rf"^2026-09-05\s+all\s+{version}\s+288\s+288\s", out, re.MULTILINE)
     scores = read_days(storage, "scores", pd.Timestamp("2026-09-05T00:00Z"), pd.Timestamp("2026-09-06T00:00Z"))
-    # Scoring the day again replaced its rows instead of adding to them.
+    # Scoring the test day again replaced its rows instead of adding to them.
     assert scores.num_rows == 288
     assert set(scores.column("model_version").to_pylist()) == {version}
+    incidents = read_days(storage, "incidents", pd.Timestamp("2026-09-04T00:00Z"), pd.Timestamp("2026-09-06T00:00Z"))
+    incident_ids = set() if incidents is None else set(incidents.column("incident_id").to_pylist())
+    plotted = {path.stem for path in lake.glob("plots/*/*.png")}
+    assert plotted == incident_ids
 
     code, out, err = run_cli(capsys, "train", exports["train"], "--no-promote", *common)
     assert code == 0, err
