@@ -25,6 +25,7 @@ import re
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from lstmae.storage import Storage, escape_segment
 
@@ -188,14 +189,17 @@ def read_days(storage: Storage, table: str, start, end, group: str | None = None
                 tables.extend(storage.read_parquet(key) for _, _, key in slices)
                 continue
             claimed: list[tuple[int, int]] = []
+            kept: dict[str, pa.Table] = {}
             for low, high, key in sorted(slices, key=lambda item: item[1] - item[0]):
                 part = storage.read_parquet(key)
                 seconds = _seconds_of(part.column(time_column), day)
                 keep = (seconds >= low) & (seconds < high)
                 for taken_low, taken_high in claimed:
                     keep &= ~((seconds >= taken_low) & (seconds < taken_high))
-                tables.append(part.filter(pa.array(keep)))
+                kept[key] = part.filter(pa.array(keep))
                 claimed.append((low, high))
+            merged = pa.concat_tables([kept[key] for _, _, key in sorted(slices)], promote_options="default")
+            tables.append(merged.take(pc.sort_indices(merged, sort_keys=[(time_column, "ascending")])))
     if not tables:
         return None
     return pa.concat_tables(tables, promote_options="default")

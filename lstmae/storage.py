@@ -431,9 +431,13 @@ def make_s3_client(endpoint_url: str | None = None):
 
     endpoint, source = _endpoint_setting(endpoint_url)
     if endpoint is not None and not re.match(r"^https?://[^/]", endpoint):
+        shown = redact_url(endpoint) if "://" in endpoint else endpoint.split("@")[-1]
+        raise ValueError(f"Invalid S3 endpoint {shown!r} from {source}: give the scheme too, for example http://127.0.0.1:9000.")
+    if endpoint is not None and "@" in urlparse(endpoint).netloc:
+        # boto3 would log such a URL at DEBUG level, secret included, and never use it to sign.
         raise ValueError(
-            f"Invalid S3 endpoint {redact_url(endpoint) if '://' in endpoint else endpoint.split('@')[-1]!r} "
-            f"from {source}: give the scheme too, for example http://127.0.0.1:9000."
+            f"Invalid S3 endpoint {redact_url(endpoint)!r} from {source}: it contains user information. "
+            "Remove it and give the credentials as AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY or AWS_PROFILE."
         )
     retry_mode = os.environ.get("AWS_RETRY_MODE", "standard")
     try:

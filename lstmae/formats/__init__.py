@@ -82,8 +82,10 @@ def detect_format(key: str, text: bytes, config) -> str:
         raise ParseError("HTML or XML page instead of an export", f"content starts with {title[:120]!r}")
     if extension in _PARQUET_EXTENSIONS:
         raise ParseError("unreadable Parquet", "the object does not start with the Parquet magic bytes PAR1")
-    if b"\x00" in text[:4096]:
-        raise ParseError("binary content", f"the object {posixpath.basename(key)!r} contains NUL bytes; no text export does")
+    # A NUL byte in the first line means binary content (an archive or image under a text name).
+    # NUL bytes further down are left to the parsers, which reject only the records they spoil.
+    if b"\x00" in head.split(b"\n", 1)[0]:
+        raise ParseError("binary content", f"the first line of {posixpath.basename(key)!r} contains NUL bytes; no text export does")
     if extension in _CSV_EXTENSIONS:
         return "csv"
     if extension in _INFLUX_EXTENSIONS:
