@@ -21,14 +21,16 @@ format                    typical object                               module
 
 from __future__ import annotations
 
+import bz2
 import gzip
 import json
+import lzma
 import logging
 import posixpath
 import re
 import zlib
 
-from lstmae.formats.common import ParseError, Parsed, Rejects
+from lstmae.formats.common import ParseError, Parsed, Rejects, format_extension
 
 log = logging.getLogger(__name__)
 
@@ -42,27 +44,54 @@ _PARQUET_EXTENSIONS = ("parquet", "pq")
 _MARKUP = (b"<!doctype", b"<html", b"<?xml", b"<head", b"<body", b"<error", b"<title")
 
 
+_COMPRESSION = ((b"\x1f\x8b", "gzip"), (b"BZh", "bzip2"), (b"\xfd7zXZ\x00", "xz"), (b"\x28\xb5\x2f\xfd", "zstd"))
+
+
 def decompress(key: str, data: bytes) -> bytes:
-    """Return ``data`` gunzipped when it starts with the gzip magic bytes (all members).
+    """Return ``data`` unpacked when it starts with the magic bytes of gzip, bzip2, xz or zstd.
+
+    The name does not matter, and up to three nested layers are unpacked
+    (a gzip export that a delivery stream compressed once more).
 
     Raises:
-        ParseError: the gzip stream is corrupt or truncated.
+        ParseError: the compressed stream is corrupt or truncated, or the
+            object is a ZIP archive.
     """
-    if data[:2] != b"\x1f\x8b":
-        if key.lower().endswith(".gz"):
-            log.debug("%s is named .gz but is not gzip-compressed; reading it as it is", key)
-        return data
-    try:
+    for _ in range(3):
+        kind = next((name for magic, name in _COMPRESSION if data.startswith(magic)), None)
+        if kind is None:
+            break
+        try:
+            data = _unpack(kind, data)
+        except (OSError, EOFError, ValueError, zlib.error, lzma.LZMAError) as error:
+            raise ParseError(f"corrupt or truncated {kind}", str(error).splitlines()[0][:200]) from None
+    if data.startswith(b"PK\x03\x04"):
+        raise ParseError("ZIP archive instead of an export", "unpack it before landing; gzip, bzip2, xz and zstd are read")
+    if key.lower().endswith(".gz") and data[:2] != b"\x1f\x8b":
+        log.debug("%s is named .gz but is no longer gzip-compressed; reading it as it is", key)
+    return data
+
+
+def _unpack(kind: str, data: bytes) -> bytes:
+    if kind == "gzip":
         return gzip.decompress(data)
-    except (OSError, EOFError, zlib.error) as error:
-        raise ParseError("corrupt or truncated gzip", str(error)) from None
+    if kind == "bzip2":
+        return bz2.decompress(data)
+    if kind == "xz":
+        return lzma.decompress(data)
+    import pyarrow as pa
+
+    return pa.input_stream(pa.BufferReader(data), compression="zstd").read()
 
 
-def _extension(key: str) -> str:
-    name = posixpath.basename(key).lower()
-    if name.endswith(".gz"):
-        name = name[:-3]
-    return name.rsplit(".", 1)[-1] if "." in name else ""
+def _utf8(text: bytes) -> bytes:
+    """Re-encode UTF-16 text (recognised by its byte order mark) as UTF-8; other text stays as it is."""
+    if text[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        try:
+            return text.decode("utf-16").encode("utf-8")
+        except UnicodeDecodeError as error:
+            raise ParseError("not UTF-8 text", f"invalid UTF-16 text: {error}") from None
+    return text
 
 
 def detect_format(key: str, text: bytes, config) -> str:
@@ -75,7 +104,7 @@ def detect_format(key: str, text: bytes, config) -> str:
         raise ParseError("empty object", "zero bytes" if not text else "only whitespace")
     if text[:4] == b"PAR1":
         return "parquet"
-    extension = _extension(key)
+    extension = format_extension(key)
     head = text[:2048].lstrip(b"\xef\xbb\xbf \t\r\n")
     if head[:1] == b"<" and head[:16].lower().startswith(_MARKUP):
         title = head[:200].decode("utf-8", "replace").replace("\n", " ")
@@ -123,7 +152,7 @@ def parse_object(key: str, data: bytes, config) -> Parsed:
     """
     if not data:
         raise ParseError("empty object", "zero bytes")
-    text = decompress(key, data)
+    text = _utf8(decompress(key, data))
     kind = detect_format(key, text, config)
     if kind == "parquet":
         from lstmae.formats.parquet import parse_parquet

@@ -32,7 +32,7 @@ NO_ENTITY_LABEL = "no entity: none of ingest.entity_labels is set"
 MISSING_METRIC = "missing metric name"
 MISSING_TEMPLATE_FIELD = "metric name template field missing from the labels"
 MALFORMED_RECORD = "malformed record"
-NOT_IN_LANDING_DAY = "timestamp not in the landing day: check the exporter's date folder or ingest.late_days"
+NOT_IN_LANDING_DAY = "timestamp not in the landing day: check the exporter's clock and date folder, the epoch unit, or ingest.late_days"
 
 # Text read as a missing value (curated as null). The CSV reader receives the
 # same list, so the fast and the slow path agree.
@@ -56,6 +56,20 @@ CURATED_TYPE = pa.schema(
         pa.field("labels", pa.dictionary(pa.int32(), pa.string())),
     ]
 )
+
+
+def format_extension(key: str) -> str:
+    """The format extension of ``key``, after any compression suffix.
+
+    >>> format_extension("landing/date=2026-09-01/node-1.tsv.gz")
+    'tsv'
+    """
+    name = key.rsplit("/", 1)[-1].lower()
+    for suffix in (".gz", ".bz2", ".xz", ".zst", ".zstd"):
+        if name.endswith(suffix):
+            name = name[: -len(suffix)]
+            break
+    return name.rsplit(".", 1)[-1] if "." in name else ""
 
 
 class ParseError(ValueError):

@@ -20,6 +20,7 @@ import csv
 import io
 import logging
 import posixpath
+from dataclasses import dataclass
 from urllib.parse import unquote
 
 import numpy as np
@@ -37,6 +38,7 @@ from lstmae.formats.common import (
     Parsed,
     Rejects,
     empty_table,
+    format_extension,
     make_table,
     parse_timestamps,
     parse_values,
@@ -46,7 +48,7 @@ from lstmae.formats.common import (
 log = logging.getLogger(__name__)
 
 _DICTIONARY = pa.dictionary(pa.int32(), pa.string())
-_NAME_SUFFIXES = (".gz", ".csv", ".tsv", ".txt")
+_NAME_SUFFIXES = (".gz", ".bz2", ".xz", ".zst", ".zstd", ".csv", ".tsv", ".txt")
 
 
 def entity_from_key(key: str) -> str:
@@ -89,18 +91,17 @@ def parse_csv(key: str, text: bytes, config) -> Parsed:
         ParseError: the object has no usable header or is no CSV at all.
     """
     settings = config.ingest
-    lower_key = key.lower()
-    delimiter = "\t" if lower_key.endswith(".tsv") or lower_key.endswith(".tsv.gz") else settings.delimiter
+    delimiter = "\t" if format_extension(key) == "tsv" else settings.delimiter
     header = read_header(text, delimiter)
     lookup: dict[str, str] = {}
     for name in header:
         lookup.setdefault(name.strip().lower(), name)
     timestamp = lookup.get(settings.timestamp_column.lower())
     if timestamp is None:
-        raise ParseError(
-            "missing timestamp column",
-            f"no column {settings.timestamp_column!r} in {header[:10]}; set ingest.timestamp_column",
-        )
+        hint = "set ingest.timestamp_column"
+        if len(header) == 1 and any(sign in header[0] for sign in ";\t|,"):
+            hint = f"the header is one column, so the delimiter is not {delimiter!r}: set ingest.delimiter"
+        raise ParseError("missing timestamp column", f"no column {settings.timestamp_column!r} in {header[:10]}; {hint}")
     entity = lookup.get(settings.entity_column.lower())
     metric = lookup.get(settings.metric_column.lower())
     value = lookup.get(settings.value_column.lower())
@@ -109,35 +110,56 @@ def parse_csv(key: str, text: bytes, config) -> Parsed:
             raise ParseError("malformed header", f"the {role} column {name!r} appears {header.count(name)} times")
     long = metric is not None and value is not None
     fixed = {timestamp, entity, metric, value} - {None}
-    others = [name for name in header if name not in fixed]
+    # Further columns by position, because a header may repeat a name or leave one empty.
+    others = [position for position, name in enumerate(header) if name not in fixed]
+    unnamed: list[int] = []
     if long:
         if settings.label_columns == ("*",):
-            labels = others
+            labels = [(p, header[p]) for p in others if header[p].strip()]
         else:
             wanted = {c.lower() for c in settings.label_columns}
-            labels = [name for name in others if name.strip().lower() in wanted]
+            labels = [(p, header[p]) for p in others if header[p].strip().lower() in wanted]
         types = {timestamp: pa.timestamp("ns", tz="UTC"), value: pa.float64(), metric: _DICTIONARY}
-        types.update({name: _DICTIONARY for name in labels})
+        types.update({name: _DICTIONARY for _, name in labels})
     else:
         labels = []
+        unnamed = [p for p in others if not header[p].strip()]
+        others = [p for p in others if header[p].strip()]
         if not others:
             raise ParseError("no metric columns", f"a wide export needs metric columns next to {timestamp!r}; header is {header[:10]}")
         types = {timestamp: pa.timestamp("ns", tz="UTC")}
-        types.update({name: pa.float64() for name in others})
+        types.update({header[p]: pa.float64() for p in others + unnamed})
     if entity is not None:
         types[entity] = _DICTIONARY
     entity_name = entity_from_key(key) if entity is None else None
+    layout = _Layout(header, timestamp, entity, entity_name, metric, value, others, unnamed, labels, long)
 
     table, invalid = _read(text, delimiter, types)
     if table is not None and not invalid:
-        parsed = _fast(table, timestamp, entity, entity_name, metric, value, others, labels, long, config)
+        parsed = _fast(table, layout, config)
         if parsed is not None:
             return parsed
     strings = {name: pa.string() for name in set(header)}
     table, invalid = _read(text, delimiter, strings)
     if table is None:
         raise ParseError("unreadable CSV", "pyarrow could not read the object even as text")
-    return _slow(table, invalid, header, delimiter, timestamp, entity, entity_name, metric, value, others, labels, long, config)
+    return _slow(table, invalid, delimiter, layout, config)
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """Where the columns of one CSV object are: names for the fixed roles, positions for the rest."""
+
+    header: list[str]
+    timestamp: str
+    entity: str | None
+    entity_name: str | None  # the entity of every row when there is no entity column
+    metric: str | None
+    value: str | None
+    metrics: list[int]  # wide: positions of the metric columns
+    unnamed: list[int]  # wide: positions of columns without a name
+    labels: list[tuple[int, str]]  # long: positions and names of the label columns
+    long: bool
 
 
 def _read(text: bytes, delimiter: str, types: dict, threads: bool = True):
@@ -160,7 +182,7 @@ def _read(text: bytes, delimiter: str, types: dict, threads: bool = True):
     except pa.ArrowInvalid as error:
         message = str(error)
         if "UTF8" in message or "utf8" in message.lower():
-            raise ParseError("not UTF-8 text", message.splitlines()[0][:200]) from None
+            raise ParseError("not UTF-8 text", f"{message.splitlines()[0][:200]}; re-export the file as UTF-8") from None
         if all(t == pa.string() for t in types.values()):
             raise ParseError("unreadable CSV", message.splitlines()[0][:200]) from None
         return None, invalid
@@ -170,9 +192,12 @@ def _read(text: bytes, delimiter: str, types: dict, threads: bool = True):
     return table, invalid
 
 
-def _fast(table: pa.Table, timestamp, entity, entity_name, metric, value, others, labels, long, config) -> Parsed | None:
+def _fast(table: pa.Table, layout: _Layout, config) -> Parsed | None:
     """Build the samples straight from typed columns; None when anything must be rejected."""
     table = table.unify_dictionaries()
+    timestamp, entity, entity_name, metric, value = layout.timestamp, layout.entity, layout.entity_name, layout.metric, layout.value
+    if any(table.column(p).null_count < table.num_rows for p in layout.unnamed):
+        return None
     times = table.column(timestamp)
     if times.null_count:
         return None
@@ -186,22 +211,23 @@ def _fast(table: pa.Table, timestamp, entity, entity_name, metric, value, others
             return None
     else:
         entities = repeat_dictionary(entity_name, count)
-    if long:
+    if layout.long:
         metrics = _trimmed(table.column(metric))
         if metrics is None:
             return None
         values = table.column(value).to_numpy()
         if np.isinf(values).any():
             return None
-        label_json = _labels(table, labels) if labels else None
+        label_json = _labels(table, layout.labels) if layout.labels else None
         return Parsed(make_table(millis, entities, metrics, values, label_json), Rejects(), "csv")
-    columns = [table.column(name).to_numpy() for name in others]
+    columns = [table.column(p).to_numpy() for p in layout.metrics]
     stacked = np.concatenate(columns) if columns else np.zeros(0)
     if np.isinf(stacked).any():
         return None
-    width = len(others)
+    width = len(layout.metrics)
     metric_codes = np.repeat(np.arange(width, dtype=np.int32), count)
-    metrics = pa.DictionaryArray.from_arrays(pa.array(metric_codes), pa.array([name.strip() for name in others]))
+    names = [layout.header[p].strip() for p in layout.metrics]
+    metrics = pa.DictionaryArray.from_arrays(pa.array(metric_codes), pa.array(names))
     if entity is not None:
         entity_codes = np.tile(entities.indices.to_numpy(zero_copy_only=False), width)
         entities = pa.DictionaryArray.from_arrays(pa.array(entity_codes, type=pa.int32()), entities.dictionary)
@@ -222,11 +248,13 @@ def _trimmed(column: pa.ChunkedArray) -> pa.DictionaryArray | None:
     return pa.DictionaryArray.from_arrays(array.indices, dictionary)
 
 
-def _slow(table, invalid, header, delimiter, timestamp, entity, entity_name, metric, value, others, labels, long, config) -> Parsed:
+def _slow(table: pa.Table, invalid: list, delimiter: str, layout: _Layout, config) -> Parsed:
     """Parse text columns one by one, rejecting what cannot be used, with its record text."""
+    timestamp, entity, entity_name, metric, value = layout.timestamp, layout.entity, layout.entity_name, layout.metric, layout.value
+    long = layout.long
     rejects = Rejects()
     record_numbers = _record_numbers(table.num_rows, [number for number, *_ in invalid])
-    width = 1 if long else len(others)
+    width = 1 if long else len(layout.metrics)
     for number, expected, actual, text in invalid:
         rejects.add(number, f"{MALFORMED_RECORD}: expected {expected} fields, found {actual}", text, count=width)
     columns = [table.column(index).combine_chunks() for index in range(table.num_columns)]
@@ -261,13 +289,19 @@ def _slow(table, invalid, header, delimiter, timestamp, entity, entity_name, met
             rejects.add(int(record_numbers[position]), value_reasons[position], raw(position))
         keep = row_ok & value_ok
         mask = pa.array(keep)
-        label_json = _labels(table.filter(mask), labels) if labels else None
+        label_json = _labels(table.filter(mask), layout.labels) if layout.labels else None
         curated = make_table(millis[keep], entities.filter(mask), metrics.filter(mask), values[keep], label_json)
         return Parsed(curated, rejects, "csv")
 
+    for position in layout.unnamed:
+        text = pc.utf8_trim_whitespace(table.column(position).combine_chunks())
+        filled = pc.and_kleene(pc.is_valid(text), pc.invert(pc.is_in(text, value_set=pa.array(NULL_VALUES))))
+        for row in np.flatnonzero(np.asarray(filled.fill_null(False).to_numpy(zero_copy_only=False))):
+            rejects.add(int(record_numbers[row]), f"{MISSING_METRIC}: column {position + 1} has no name in the header", raw(row))
     pieces = []
-    for name in others:
-        values, value_reasons = parse_values(table.column(name), config.ingest.thousands_separator)
+    for position in layout.metrics:
+        name = layout.header[position]
+        values, value_reasons = parse_values(table.column(position), config.ingest.thousands_separator)
         value_ok = np.ones(table.num_rows, dtype=bool) if value_reasons is None else pd.isna(value_reasons)
         for position in np.flatnonzero(row_ok & ~value_ok):
             rejects.add(int(record_numbers[position]), f"{value_reasons[position]}", f"{name.strip()}: {raw(position)}")
@@ -294,16 +328,21 @@ def _raw_line(columns: list[pa.Array], position: int, delimiter: str) -> str:
     return delimiter.join(fields)
 
 
-def _labels(table: pa.Table, names: list[str]) -> pa.DictionaryArray:
-    """One JSON object per row from the label columns; each distinct combination is encoded once."""
+def _labels(table: pa.Table, columns: list[tuple[int | str, str]]) -> pa.DictionaryArray:
+    """One JSON object per row from the label columns; each distinct combination is encoded once.
+
+    Args:
+        columns: ``(position or name in table, label name)`` per label column.
+    """
     import json
 
-    frame = pd.DataFrame({name: table.column(name).cast(pa.string()).to_pandas() for name in names})
-    codes = frame.groupby(names, dropna=False, sort=False).ngroup().to_numpy(dtype=np.int32)
+    keys = [f"c{index}" for index in range(len(columns))]
+    frame = pd.DataFrame({k: table.column(where).cast(pa.string()).to_pandas() for k, (where, _) in zip(keys, columns)})
+    codes = frame.groupby(keys, dropna=False, sort=False).ngroup().to_numpy(dtype=np.int32)
     firsts = pd.Series(np.arange(len(codes))).groupby(codes).first()
     documents = []
     for row in firsts.to_numpy():
-        items = {name.strip(): frame.iat[row, index] for index, name in enumerate(names)}
+        items = {name.strip(): frame.iat[row, index] for index, (_, name) in enumerate(columns)}
         items = {k: v for k, v in items.items() if isinstance(v, str) and v != ""}
         documents.append(json.dumps(items, sort_keys=True, separators=(",", ":"), ensure_ascii=False) if items else None)
     return pa.DictionaryArray.from_arrays(pa.array(codes, type=pa.int32()), pa.array(documents, type=pa.string()))

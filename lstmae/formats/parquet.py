@@ -59,12 +59,12 @@ def parse_parquet(key: str, data: bytes, config) -> Parsed:
                 f"(set ingest.{role}_column)",
             )
         columns[role] = lookup[wanted.lower()]
-    others = [name for name in table.column_names if name not in columns.values()]
+    others = [(position, name) for position, name in enumerate(table.column_names) if name not in columns.values()]
     if settings.label_columns == ("*",):
         labels = others
     else:
         wanted = {c.lower() for c in settings.label_columns}
-        labels = [name for name in others if name.strip().lower() in wanted]
+        labels = [(position, name) for position, name in others if name.strip().lower() in wanted]
 
     rejects = Rejects()
     millis, time_reasons = parse_timestamps(table.column(columns["timestamp"]), config)
