@@ -5,6 +5,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DATA ?=
+# Training epochs of the demo; empty means the reference 20.
+EPOCHS ?=
 
 .PHONY: demo test bench venv clean
 
@@ -18,7 +20,7 @@ $(STAMP): requirements.txt requirements-dev.txt constraints.txt pyproject.toml
 venv: $(STAMP)
 
 demo: $(STAMP)
-	$(PY) scripts/demo.py $(if $(DATA),--data $(DATA),)
+	$(PY) scripts/demo.py $(if $(DATA),--data $(DATA),) $(if $(EPOCHS),--epochs $(EPOCHS),)
 
 test: $(STAMP)
 	$(PY) -m pytest
