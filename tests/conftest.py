@@ -75,19 +75,28 @@ def s3_lake(moto_server):
 
 
 # A small scored lake shared by the operations tests. Two hosts report three
-# metrics on a 5-minute grid, and host-a has a cpu spike. A tiny model is
-# trained on three days, then three further days are scored and combined one
-# day at a time.
+# metrics on a 5-minute grid, host-a has a two-hour cpu spike and host-b one
+# unparseable value. A tiny model is trained on three days, then three
+# further days are scored and combined one day at a time. The spike spans two
+# 12-point windows, so with drift_windows 2 the run writes every output
+# table, drift events and quarantine included.
 SYNTHETIC_START = "2026-09-01T00:00:00Z"
-SYNTHETIC_SPIKE = ("2026-09-05T10:00:00Z", "2026-09-05T11:00:00Z")
+SYNTHETIC_SPIKE = ("2026-09-05T10:00:00Z", "2026-09-05T12:00:00Z")
+SYNTHETIC_BAD_VALUE = "2026-09-04T06:00:00Z"
 SYNTHETIC_CONFIG = {
     "step": "5min",
+    "drift_windows": 2,
     "groups": [{"name": "all", "timesteps": 12, "train_stride": 6, "units": [8, 8, 8], "epochs": 2, "batch_size": 32}],
 }
 
 
-def write_synthetic_export(path: Path, seed: int, days: int = 6, spike: tuple[str, str] | None = None) -> Path:
-    """Write a wide CSV export (timestamp, cpu, memory, disk) with daily cycles and noise."""
+def write_synthetic_export(path: Path, seed: int, days: int = 6, spike: tuple[str, str] | None = None,
+                           bad_value_at: str | None = None) -> Path:
+    """Write a wide CSV export (timestamp, cpu, memory, disk) with daily cycles and noise.
+
+    ``spike`` adds 0.6 to cpu in ``[start, end)``; ``bad_value_at`` writes the
+    text ``broken`` as the disk value at that timestamp.
+    """
     import numpy as np
     import pandas as pd
 
@@ -105,6 +114,9 @@ def write_synthetic_export(path: Path, seed: int, days: int = 6, spike: tuple[st
     if spike:
         inside = (index >= pd.Timestamp(spike[0])) & (index < pd.Timestamp(spike[1]))
         frame.loc[inside, "cpu"] += 0.6
+    if bad_value_at:
+        frame["disk"] = frame["disk"].astype(object)
+        frame.loc[index == pd.Timestamp(bad_value_at), "disk"] = "broken"
     frame.to_csv(path, index=False)
     return path
 
@@ -132,8 +144,8 @@ def build_synthetic_lake(root: Path, train_days: int = 3, score_days: int = 3, e
     config = config_from_dict(data)
     storage = LocalStorage(lake_path)
     days = train_days + score_days
-    for entity, seed, spike in (("host-a", 1, SYNTHETIC_SPIKE), ("host-b", 2, None)):
-        land_wide_csv(storage, write_synthetic_export(root / f"{entity}.csv", seed, days, spike), entity)
+    for entity, seed, spike, bad in (("host-a", 1, SYNTHETIC_SPIKE, None), ("host-b", 2, None, SYNTHETIC_BAD_VALUE)):
+        land_wide_csv(storage, write_synthetic_export(root / f"{entity}.csv", seed, days, spike, bad), entity)
     first = pd.Timestamp(SYNTHETIC_START)
     ingest_interval(storage, config, first, first + pd.Timedelta(days=days))
     split = first + pd.Timedelta(days=train_days)
