@@ -33,8 +33,9 @@ from __future__ import annotations
 
 import json
 import logging
-import posixpath
+import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -57,6 +58,7 @@ QUARANTINE = "quarantine"
 REPORT_STEM = "_ingest_report"
 TEMPORARY_OBJECT = "temporary object of an unfinished upload (_temporary/)"
 PARSER_FAILURE = "parser failure"
+VANISHED_OBJECT = "deleted between listing and reading"
 _LISTED_OBJECTS = 200  # objects listed by name in a report; the counts are always complete
 
 
@@ -191,26 +193,39 @@ def ingest_interval(storage: Storage, config: Config, start, end) -> IngestRepor
     start_ms, end_ms = _millis(start), _millis(end)
     accepted: list[pa.Table] = []
 
+    exports: list[tuple[pd.Timestamp, bool, str]] = []
     for folder in folders:
         own = folder in own_days
         for key in storage.list(landing_prefix(folder)):
             kind = _object_kind(key)
             if not own:
-                if kind is not None:
-                    continue
-                report.objects_late += 1
+                if kind is None:
+                    report.objects_late += 1
+                    exports.append((folder, own, key))
+                continue
+            report.objects += 1
+            if kind == "temporary":
+                log.warning("Quarantined %s: %s", key, TEMPORARY_OBJECT)
+                report._quarantine_object(key, TEMPORARY_OBJECT, "")
+                quarantine.add(folder, key, None, TEMPORARY_OBJECT, None)
+            elif kind == "marker":
+                report._skip_object(key, "marker object, not an export")
             else:
-                report.objects += 1
-                if kind == "temporary":
-                    log.warning("Quarantined %s: %s", key, TEMPORARY_OBJECT)
-                    report._quarantine_object(key, TEMPORARY_OBJECT, "")
-                    quarantine.add(folder, key, None, TEMPORARY_OBJECT, None)
-                    continue
-                if kind == "marker":
-                    report._skip_object(key, "marker object, not an export")
-                    continue
-            parsed = _parse(storage, key, config, report if own else None, quarantine if own else None, folder)
+                exports.append((folder, own, key))
+
+    # Objects are read and parsed in parallel (reads wait on the network, and
+    # pyarrow and zlib release the GIL); results are applied in listing order,
+    # so the outcome does not depend on the number of threads.
+    with ThreadPoolExecutor(max_workers=_threads()) as pool:
+        loaded = pool.map(lambda entry: _load(storage, entry[2], config), exports)
+        for (folder, own, key), (parsed, reason, detail) in zip(exports, loaded):
             if parsed is None:
+                if own and reason == VANISHED_OBJECT:
+                    report._skip_object(key, reason)
+                elif own:
+                    log.warning("Quarantined %s: %s%s", key, reason, f" ({detail})" if detail else "")
+                    report._quarantine_object(key, reason, detail)
+                    quarantine.add(folder, key, None, reason, detail or None)
                 continue
             report.objects_by_format[parsed.format] = report.objects_by_format.get(parsed.format, 0) + 1
             table = _route(parsed, key, folder, own, late_days, start_ms, end_ms, report, quarantine)
@@ -240,27 +255,35 @@ def ingest_interval(storage: Storage, config: Config, start, end) -> IngestRepor
     return report
 
 
-def _parse(storage: Storage, key: str, config: Config, report, quarantine, folder) -> Parsed | None:
-    """Read and parse one object; quarantine it (for an own folder) when it is unusable."""
+def _threads() -> int:
+    """Objects read and parsed at once: ``$LSTMAE_INGEST_THREADS``, else the number of CPUs up to 8."""
+    setting = os.environ.get("LSTMAE_INGEST_THREADS")
+    if setting:
+        try:
+            return max(1, int(setting))
+        except ValueError:
+            raise ValueError(f"Invalid LSTMAE_INGEST_THREADS {setting!r}: expected a positive integer.") from None
+    return min(8, os.cpu_count() or 1)
+
+
+def _load(storage: Storage, key: str, config: Config) -> tuple[Parsed | None, str, str]:
+    """Read and parse one object; return ``(parsed, "", "")`` or ``(None, reason, detail)``.
+
+    Storage errors other than a vanished object propagate: the run fails and
+    is retried, because a missing read must not look like a bad export.
+    """
     try:
         data = storage.read_bytes(key)
     except FileNotFoundError:
         log.warning("Skipped %s: deleted between listing and reading", key)
-        if report is not None:
-            report._skip_object(key, "deleted between listing and reading")
-        return None
+        return None, VANISHED_OBJECT, ""
     try:
-        return parse_object(key, data, config)
+        return parse_object(key, data, config), "", ""
     except ParseError as error:
-        reason, detail = error.reason, error.detail
+        return None, error.reason, error.detail
     except Exception as error:  # a parser bug must not stop the other objects of the interval
         log.exception("Parser failed on %s", key)
-        reason, detail = PARSER_FAILURE, f"{type(error).__name__}: {error}"[:500]
-    if report is not None:
-        log.warning("Quarantined %s: %s%s", key, reason, f" ({detail})" if detail else "")
-        report._quarantine_object(key, reason, detail)
-        quarantine.add(folder, key, None, reason, detail or None)
-    return None
+        return None, PARSER_FAILURE, f"{type(error).__name__}: {error}"[:500]
 
 
 def _route(parsed: Parsed, key: str, folder, own: bool, late_days: int, start_ms: int, end_ms: int, report, quarantine) -> pa.Table:

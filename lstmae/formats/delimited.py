@@ -48,6 +48,8 @@ from lstmae.formats.common import (
 log = logging.getLogger(__name__)
 
 _DICTIONARY = pa.dictionary(pa.int32(), pa.string())
+# Objects smaller than this are parsed on one thread: starting the thread pool costs more than it saves.
+_THREADED_BYTES = 4 << 20
 _NAME_SUFFIXES = (".gz", ".bz2", ".xz", ".zst", ".zstd", ".csv", ".tsv", ".txt")
 
 
@@ -172,8 +174,8 @@ def _read(text: bytes, delimiter: str, types: dict, threads: bool = True):
 
     try:
         table = pcsv.read_csv(
-            io.BytesIO(text),
-            read_options=pcsv.ReadOptions(use_threads=threads, block_size=1 << 22),
+            pa.BufferReader(text),  # zero-copy, about twice as fast as io.BytesIO for small objects
+            read_options=pcsv.ReadOptions(use_threads=threads and len(text) > _THREADED_BYTES),
             parse_options=pcsv.ParseOptions(delimiter=delimiter, invalid_row_handler=handle),
             convert_options=pcsv.ConvertOptions(
                 column_types=types, null_values=list(NULL_VALUES), strings_can_be_null=True, quoted_strings_can_be_null=True
@@ -220,13 +222,15 @@ def _fast(table: pa.Table, layout: _Layout, config) -> Parsed | None:
             return None
         label_json = _labels(table, layout.labels) if layout.labels else None
         return Parsed(make_table(millis, entities, metrics, values, label_json), Rejects(), "csv")
-    columns = [table.column(p).to_numpy() for p in layout.metrics]
+    # Metrics in name order, so that ingest finds the rows already sorted and skips its sort.
+    positions = sorted(layout.metrics, key=lambda p: layout.header[p].strip())
+    columns = [table.column(p).to_numpy() for p in positions]
     stacked = np.concatenate(columns) if columns else np.zeros(0)
     if np.isinf(stacked).any():
         return None
-    width = len(layout.metrics)
+    width = len(positions)
     metric_codes = np.repeat(np.arange(width, dtype=np.int32), count)
-    names = [layout.header[p].strip() for p in layout.metrics]
+    names = [layout.header[p].strip() for p in positions]
     metrics = pa.DictionaryArray.from_arrays(pa.array(metric_codes), pa.array(names))
     if entity is not None:
         entity_codes = np.tile(entities.indices.to_numpy(zero_copy_only=False), width)
