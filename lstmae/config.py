@@ -32,34 +32,42 @@ class ConfigError(ValueError):
 class ThresholdConfig:
     """How reconstruction errors become anomaly labels.
 
+    The defaults were chosen on the labelled shared data (ASD and SMD
+    servers); ``docs/detection.md`` has the measurements behind each one.
+
     Attributes:
         method: ``"reference"`` is the prototype's rule: per-feature Gaussian on
             validation absolute errors, ``high = mean + sigma * std``, and a
             window is anomalous when any point of any feature exceeds ``high``.
             ``"quantile"`` (default) divides each feature's error by its
-            validation quantile, averages over features, smooths over time and
-            compares with a multiple of that score's validation quantile.
+            validation quantile, averages the largest of these ratios, smooths
+            over time and compares with a multiple of that score's validation
+            quantile.
         sigma: width of the Gaussian band for ``reference``. Default 3.
         quantile: validation quantile of each feature's error that divides
-            it (``quantile`` method). Default 0.99.
+            it (``quantile`` method). Default 0.999, so that a feature's ratio
+            reaches 1 only at the edge of what validation data showed.
         score_quantile: validation quantile of the anomaly score that, times
-            ``factor``, is the score threshold. None (default) uses ``quantile``.
+            ``factor``, is the score threshold. Default 0.995; None uses
+            ``quantile``.
         factor: multiplier on the validation quantile of the anomaly score.
-        smoothing: points in the trailing mean of the anomaly score. Default 1
-            (no smoothing); the mean looks only backwards so scores stay causal.
+            Default 1.
+        smoothing: points in the trailing mean of the anomaly score. Default 6.
+            The mean looks only backwards, so scores stay causal.
         top_features: average only the largest normalised errors of this many
-            features (0 means all features).
+            features (0 means all features). Default 3: an incident usually
+            shows in a few metrics, and averaging over all of them dilutes it.
         min_threshold: floor on every per-feature threshold, so a constant
             feature (zero validation error) still has a threshold above 0.
     """
 
     method: str = "quantile"
     sigma: float = 3.0
-    quantile: float = 0.99
-    score_quantile: float | None = None
+    quantile: float = 0.999
+    score_quantile: float | None = 0.995
     factor: float = 1.0
-    smoothing: int = 1
-    top_features: int = 0
+    smoothing: int = 6
+    top_features: int = 3
     min_threshold: float = 1e-6
 
 
@@ -120,7 +128,7 @@ _TEMPLATE_FIELD = re.compile(r"\{([^{}]+)\}")
 
 @dataclass(frozen=True)
 class IngestConfig:
-    """How the landing objects of every export format map onto the curated schema.
+    """Mapping of the landing objects of every export format onto the curated schema.
 
     Column names apply to CSV and Parquet exports and match case-insensitively.
     The label settings apply to formats whose series carry labels: Prometheus
@@ -281,6 +289,10 @@ def _number(path: str, value: Any, low: float, high: float) -> float:
     return float(value)
 
 
+def _optional_quantile(path: str, value: Any) -> float | None:
+    return None if value is None else _number(path, value, 0.5, 1.0)
+
+
 def _choice(path: str, value: Any, allowed: tuple[str, ...]) -> str:
     if value not in allowed:
         raise _fail(path, f"expected one of {', '.join(allowed)}", value)
@@ -312,8 +324,7 @@ def _threshold_from_dict(path: str, data: dict) -> ThresholdConfig:
         method=_choice(f"{path}.method", data.get("method", base.method), THRESHOLD_METHODS),
         sigma=_number(f"{path}.sigma", data.get("sigma", base.sigma), 0.0, 100.0),
         quantile=_number(f"{path}.quantile", data.get("quantile", base.quantile), 0.5, 1.0),
-        score_quantile=None if data.get("score_quantile", base.score_quantile) is None else _number(
-            f"{path}.score_quantile", data["score_quantile"], 0.5, 1.0),
+        score_quantile=_optional_quantile(f"{path}.score_quantile", data.get("score_quantile", base.score_quantile)),
         factor=_number(f"{path}.factor", data.get("factor", base.factor), 0.01, 100.0),
         smoothing=_positive_int(f"{path}.smoothing", data.get("smoothing", base.smoothing)),
         top_features=_non_negative_int(f"{path}.top_features", data.get("top_features", base.top_features)),

@@ -66,8 +66,13 @@ def test_reference_score_is_max_ratio():
 # quantile: per-feature validation quantile, mean of ratios, quantile of the score
 
 
+def quantile_settings(**changes) -> ThresholdConfig:
+    """The quantile method with one quantile for features and score, no smoothing, all features."""
+    return ThresholdConfig(**{"method": "quantile", "score_quantile": None, "smoothing": 1, "top_features": 0, **changes})
+
+
 def test_quantile_feature_thresholds():
-    settings = ThresholdConfig(method="quantile", quantile=0.75)
+    settings = quantile_settings(quantile=0.75)
     thresholds = fit_thresholds(["a", "b"], ERRORS, settings)
     # Linear interpolation at position 0.75 * (4 - 1) = 2.25 of the sorted errors:
     # a: 3 + 0.25 * (4 - 3) = 3.25; b: 2 + 0.25 * (10 - 2) = 4.
@@ -75,7 +80,7 @@ def test_quantile_feature_thresholds():
 
 
 def test_quantile_score_threshold():
-    settings = ThresholdConfig(method="quantile", quantile=0.75)
+    settings = quantile_settings(quantile=0.75)
     thresholds = fit_thresholds(["a", "b"], ERRORS, settings)
     # Ratios a / 3.25 = 4/13, 8/13, 12/13, 16/13 and b / 4 = 0.5, 0.5, 0.5, 2.5.
     # Mean over features: 21/52, 29/52, 37/52, 97/52.
@@ -84,24 +89,24 @@ def test_quantile_score_threshold():
 
 
 def test_quantile_scores_by_hand():
-    settings = ThresholdConfig(method="quantile", quantile=0.75)
+    settings = quantile_settings(quantile=0.75)
     scores = raw_scores(ERRORS, [3.25, 4.0], settings)
     np.testing.assert_allclose(scores, np.array([21, 29, 37, 97]) / 52)
 
 
 def test_quantile_factor_scales_threshold():
-    settings = ThresholdConfig(method="quantile", quantile=0.75, factor=1.5)
+    settings = quantile_settings(quantile=0.75, factor=1.5)
     assert fit_thresholds(["a", "b"], ERRORS, settings).score_threshold == pytest.approx(1.5)
 
 
 def test_quantile_top_features():
-    settings = ThresholdConfig(method="quantile", quantile=0.75, top_features=1)
+    settings = quantile_settings(quantile=0.75, top_features=1)
     # With one feature kept, the score is the largest ratio: 0.5, 8/13, 12/13, 2.5.
     np.testing.assert_allclose(raw_scores(ERRORS, [3.25, 4.0], settings), [0.5, 8 / 13, 12 / 13, 2.5])
 
 
 def test_quantile_smoothing_in_calibration():
-    settings = ThresholdConfig(method="quantile", quantile=0.75, smoothing=2)
+    settings = quantile_settings(quantile=0.75, smoothing=2)
     thresholds = fit_thresholds(["a", "b"], ERRORS, settings)
     # Trailing means of 2 of 21, 29, 37, 97 (/52): 21, 25, 33, 67 (/52).
     # Quantile 0.75: 33/52 + 0.25 * 34/52 = 41.5/52.
@@ -109,7 +114,7 @@ def test_quantile_smoothing_in_calibration():
 
 
 def test_quantile_calibrates_on_score_errors():
-    settings = ThresholdConfig(method="quantile", quantile=0.75)
+    settings = quantile_settings(quantile=0.75)
     # Feature thresholds still come from ERRORS (3.25, 4); the score quantile
     # comes from the separate point errors: scores 0.5 and 1.5 -> 0.5 + 0.75 * 1.0 = 1.25.
     point_errors = np.array([[1.625, 2.0], [np.nan, np.nan], [4.875, 6.0]])
@@ -129,10 +134,10 @@ def test_no_finite_errors_raises():
 
 
 def test_thresholds_json_round_trip():
-    thresholds = fit_thresholds(["a", "b"], ERRORS, ThresholdConfig(method="quantile", quantile=0.75, smoothing=3))
+    thresholds = fit_thresholds(["a", "b"], ERRORS, quantile_settings(quantile=0.75, smoothing=3))
     restored = Thresholds.from_dict(json.loads(json.dumps(thresholds.to_dict())))
     assert restored == thresholds
-    assert restored.config == ThresholdConfig(method="quantile", quantile=0.75, smoothing=3)
+    assert restored.config == quantile_settings(quantile=0.75, smoothing=3)
 
 
 # smooth_scores

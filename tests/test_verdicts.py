@@ -58,7 +58,7 @@ def make_thresholds(method: str, feature_thresholds=(2.0, 10.0), score_threshold
         mean=(0.0, 0.0),
         std=(0.0, 0.0),
         low=(0.0, 0.0),
-        settings=dataclasses.asdict(ThresholdConfig(method=method)),
+        settings=dataclasses.asdict(ThresholdConfig(method=method, smoothing=1, top_features=0)),
     )
 
 
