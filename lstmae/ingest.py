@@ -213,9 +213,9 @@ def ingest_interval(storage: Storage, config: Config, start, end) -> IngestRepor
             else:
                 exports.append((folder, own, key))
 
-    # Objects are read and parsed in parallel (reads wait on the network, and
-    # pyarrow and zlib release the GIL); results are applied in listing order,
-    # so the outcome does not depend on the number of threads.
+    # Objects are read and parsed in parallel, because reads wait on the
+    # network and pyarrow and zlib release the GIL. Results are applied in
+    # listing order, so the outcome does not depend on the number of threads.
     with ThreadPoolExecutor(max_workers=_threads()) as pool:
         loaded = pool.map(lambda entry: _load(storage, entry[2], config), exports)
         for (folder, own, key), (parsed, reason, detail) in zip(exports, loaded):

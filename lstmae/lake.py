@@ -11,11 +11,11 @@ them. A daily run writes exactly one file per day and partition.
 Each file is published in one atomic write, but replacing overlapping slices
 takes several. When the writer names the table's time column, the rows of an
 older slice that lie outside the new one are first written as *remainder*
-slices, then the new slice, and only then are the older files deleted; a
+slices, then the new slice, and only then are the older files deleted. A
 reader that names the time column (:func:`read_days`) takes each time from the
-narrowest slice that covers it. A reader therefore sees, for every moment,
-either the old rows or the new ones, also after a crash between the writes,
-and the next run of the interval removes the leftovers.
+narrowest slice that covers it. It therefore sees, for every moment, either
+the old rows or the new ones, also after a crash between the writes, and the
+next run of the interval removes the leftovers.
 """
 
 from __future__ import annotations

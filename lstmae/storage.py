@@ -91,7 +91,7 @@ class Storage:
     # Parquet helpers shared by both backends.
 
     def write_parquet(self, key: str, table: pa.Table, **options) -> None:
-        """Write ``table`` as one Parquet object (zstd unless ``options`` say otherwise).
+        """Write ``table`` as one Parquet object, zstd-compressed unless ``options`` set ``compression``.
 
         Args:
             options: further keyword arguments of ``pyarrow.parquet.write_table``.
@@ -218,8 +218,8 @@ class S3Storage(Storage):
     The endpoint comes from ``endpoint_url`` when given, else from boto3's own
     settings (``AWS_ENDPOINT_URL_S3``, ``AWS_ENDPOINT_URL``, the config file);
     credentials come from boto3's credential chain. Requests are retried in
-    boto3's ``standard`` retry mode (3 attempts unless ``AWS_MAX_ATTEMPTS``
-    says otherwise) and every retry is logged. Failures raise
+    boto3's ``standard`` retry mode (3 attempts, or ``AWS_MAX_ATTEMPTS``) and
+    every retry is logged. Failures raise
     :class:`StorageError` naming the endpoint; a missing key raises
     :class:`FileNotFoundError`.
     """
@@ -278,7 +278,7 @@ class S3Storage(Storage):
             )
         if code in _CREDENTIAL_ERRORS or status == 403:
             return StorageError(
-                f"S3 {operation} of {self._where(key)} was refused by {self.endpoint} (from {self.endpoint_source}): "
+                f"S3 {operation} of {self._where(key)} was rejected by {self.endpoint} (from {self.endpoint_source}): "
                 f"{code} {message}. Check the credentials (AWS_ACCESS_KEY_ID, AWS_PROFILE or the role) and the "
                 "bucket policy."
             )
@@ -371,9 +371,9 @@ def _max_attempts(client) -> int:
 def install_retry_logging(client) -> None:
     """Log every retry of ``client``'s requests (botocore itself logs them only at DEBUG).
 
-    A failed attempt is remembered in the request context; when botocore's
-    retry handler sends the request again, one INFO line names the operation,
-    the attempt and the failure that caused it.
+    A failed attempt is stored in the request context. When botocore's retry
+    handler sends the request again, one INFO line names the operation, the
+    attempt and the failure that caused it.
     """
     events = client.meta.events
     attempts = _max_attempts(client)

@@ -1,7 +1,7 @@
 """A fault-injecting HTTP proxy on 127.0.0.1, put in front of moto's S3 server in tests.
 
-Each request is forwarded to the target unless a rule matches it; a rule
-answers instead with an S3 error (``503 SlowDown``, ``500``, ``403
+Each request is forwarded to the target unless a rule matches it. A matching
+rule responds instead with an S3 error (``503 SlowDown``, ``500``, ``403
 InvalidAccessKeyId``), resets the connection, delays the request, or forwards
 it but cuts the response body short. Every request is recorded with the fault
 applied to it, so tests can count attempts.

@@ -1,8 +1,8 @@
 """Writers killed at chosen points leave the previous complete state; useless training publishes nothing.
 
 Each kill test runs the writer in a child process that stops at the chosen
-point and reports it; the test then kills the child with SIGKILL, checks what
-a reader sees, and runs the step again.
+point and reports it. The test then kills the child with SIGKILL, checks what
+a reader gets, and runs the step again.
 """
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ def _land_days(lake, first: float, second: float) -> None:
 
 
 def _dataset_rows(lake) -> int:
-    """Rows an external engine sees when it reads metrics/ as a Hive-partitioned dataset."""
+    """Count the rows an external engine reads from metrics/ as a Hive-partitioned dataset."""
     return ds.dataset(lake.root / METRICS, format="parquet", partitioning="hive").to_table().num_rows
 
 

@@ -198,7 +198,7 @@ def test_refused_credentials_fail_without_retry(faulty):
     with pytest.raises(StorageError) as raised:
         storage.read_bytes("a/object")
     message = str(raised.value)
-    assert message.startswith(f"S3 GetObject of s3://{BUCKET}/lake/a/object was refused by {proxy.url} (from the endpoint_url argument)")
+    assert message.startswith(f"S3 GetObject of s3://{BUCKET}/lake/a/object was rejected by {proxy.url} (from the endpoint_url argument)")
     assert "InvalidAccessKeyId" in message
     assert "Check the credentials" in message
     assert len(proxy.requests) == 1

@@ -59,7 +59,7 @@ CURATED_TYPE = pa.schema(
 
 
 def format_extension(key: str) -> str:
-    """The format extension of ``key``, after any compression suffix.
+    """Return the format extension of ``key``, after any compression suffix.
 
     >>> format_extension("landing/date=2026-09-01/node-1.tsv.gz")
     'tsv'
@@ -174,7 +174,7 @@ def _dictionary(values) -> pa.DictionaryArray:
 
 
 def repeat_dictionary(value: str | None, count: int) -> pa.DictionaryArray:
-    """A dictionary array of ``count`` copies of one string (or nulls)."""
+    """Return a dictionary array of ``count`` copies of one string."""
     dictionary = pa.array([value], type=pa.string())
     return pa.DictionaryArray.from_arrays(pa.array(np.zeros(count, dtype=np.int32)), dictionary)
 
@@ -253,7 +253,7 @@ def epoch_to_ms(numbers: np.ndarray, unit: str) -> tuple[np.ndarray, np.ndarray]
     else:
         nanos_per = np.full(len(numbers), _NS_PER[unit])
     if numbers.dtype.kind in "iu":
-        # Integer arithmetic keeps nanosecond epochs exact (float64 holds 2**53 at most).
+        # Integer arithmetic keeps nanosecond epochs exact; float64 represents integers exactly only up to 2**53.
         in_range = magnitude * (nanos_per / 1e6) < 9e15
         safe = np.where(in_range, numbers, 0).astype(np.int64)
         multiply = nanos_per >= 1_000_000
@@ -274,11 +274,11 @@ def epoch_to_ms(numbers: np.ndarray, unit: str) -> tuple[np.ndarray, np.ndarray]
 def parse_timestamps(values: pa.Array, config) -> tuple[np.ndarray, np.ndarray | None]:
     """Parse a column of timestamps to UTC milliseconds.
 
-    Accepts Arrow timestamps (naive ones count as local time), epoch numbers
-    (see :func:`epoch_to_ms`) and text: ISO 8601 with an offset or ``Z``
-    (offsets may change from row to row), naive ISO 8601 local times when
-    ``config.timezone`` is set, epoch numbers as text, or the
-    ``ingest.timestamp_format`` when configured.
+    Accepts Arrow timestamps (naive ones count as local time) and epoch
+    numbers (see :func:`epoch_to_ms`). Text may be ISO 8601 with an offset or
+    ``Z``, and the offset may change from row to row. Naive ISO 8601 text is
+    local time when ``config.timezone`` is set. Epoch numbers as text are
+    read too, and ``ingest.timestamp_format`` replaces ISO 8601 when set.
 
     Args:
         values: one column, any Arrow type.
@@ -336,7 +336,7 @@ def _arrow_timestamps(values: pa.Array, config) -> tuple[np.ndarray, np.ndarray 
 
 
 def _text_timestamps(values: pa.Array, config) -> tuple[np.ndarray, np.ndarray | None]:
-    """The general path: classify each text timestamp and parse each class vectorised."""
+    """Parse text timestamps class by class (epoch, with offset, naive), each class vectorised."""
     text = pc.utf8_trim_whitespace(values)
     count = len(text)
     millis = np.zeros(count, dtype=np.int64)

@@ -1,6 +1,6 @@
 """CSV and TSV exports, wide or long, read with pyarrow's CSV reader.
 
-Two layouts, told apart by the header (names from ``ingest.*_column``,
+The header decides between two layouts (names from ``ingest.*_column``,
 matched case-insensitively, in any order):
 
 - *long*: a timestamp, a metric and a value column, an optional entity column
@@ -150,7 +150,7 @@ def parse_csv(key: str, text: bytes, config) -> Parsed:
 
 @dataclass(frozen=True)
 class _Layout:
-    """Where the columns of one CSV object are: names for the fixed roles, positions for the rest."""
+    """Column map of one CSV object: names for the fixed roles, positions for the rest."""
 
     header: list[str]
     timestamp: str
@@ -200,6 +200,7 @@ def _fast(table: pa.Table, layout: _Layout, config) -> Parsed | None:
     timestamp, entity, entity_name, metric, value = layout.timestamp, layout.entity, layout.entity_name, layout.metric, layout.value
     if any(table.column(p).null_count < table.num_rows for p in layout.unnamed):
         return None
+
     times = table.column(timestamp)
     if times.null_count:
         return None
@@ -213,6 +214,7 @@ def _fast(table: pa.Table, layout: _Layout, config) -> Parsed | None:
             return None
     else:
         entities = repeat_dictionary(entity_name, count)
+
     if layout.long:
         metrics = _trimmed(table.column(metric))
         if metrics is None:
@@ -222,6 +224,7 @@ def _fast(table: pa.Table, layout: _Layout, config) -> Parsed | None:
             return None
         label_json = _labels(table, layout.labels) if layout.labels else None
         return Parsed(make_table(millis, entities, metrics, values, label_json), Rejects(), "csv")
+
     # Metrics in name order, so that ingest finds the rows already sorted and skips its sort.
     positions = sorted(layout.metrics, key=lambda p: layout.header[p].strip())
     columns = [table.column(p).to_numpy() for p in positions]
@@ -333,7 +336,7 @@ def _raw_line(columns: list[pa.Array], position: int, delimiter: str) -> str:
 
 
 def _labels(table: pa.Table, columns: list[tuple[int | str, str]]) -> pa.DictionaryArray:
-    """One JSON object per row from the label columns; each distinct combination is encoded once.
+    """Build one JSON object per row from the label columns, encoding each distinct combination once.
 
     Args:
         columns: ``(position or name in table, label name)`` per label column.

@@ -4,7 +4,7 @@ Columns are found by ``ingest.timestamp_column``, ``entity_column``,
 ``metric_column`` and ``value_column`` (case-insensitive); further columns are
 kept as labels per ``ingest.label_columns``. The timestamp may be a Parquet
 timestamp (UTC-adjusted, or local time with ``timezone`` configured), an
-epoch number or text; values may be any numeric type or text. Types may
+epoch number or text. Values may be any numeric type or text, and types may
 differ from one object to the next (integers one day, floats the next).
 """
 

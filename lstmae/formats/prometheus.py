@@ -1,6 +1,6 @@
 """Prometheus-style exports: ``query_range`` JSON and VictoriaMetrics ``/api/v1/export`` lines.
 
-``query_range`` (Prometheus, Thanos, VictoriaMetrics, Mimir) answers with::
+``query_range`` (Prometheus, Thanos, VictoriaMetrics, Mimir) returns::
 
     {"status": "success", "data": {"resultType": "matrix", "result": [
         {"metric": {"__name__": "node_load1", "instance": "node-1:9100"},
@@ -56,6 +56,7 @@ def parse_query_range(key: str, document: dict, config) -> Parsed:
         raise ParseError("unsupported JSON", "expected a Prometheus response with status 'success' and a 'data' object")
     for warning in document.get("warnings") or []:
         log.warning("%s: the query response carries a warning: %s", key, str(warning)[:300])
+
     result_type = data.get("resultType")
     result = data.get("result")
     if result_type not in ("matrix", "vector") or not isinstance(result, list):
@@ -63,6 +64,7 @@ def parse_query_range(key: str, document: dict, config) -> Parsed:
             "unsupported result type",
             f"resultType {result_type!r}; export a range query (matrix) or an instant vector",
         )
+
     builder = SampleBuilder(config, "prometheus")
     for index, series in enumerate(result):
         if not isinstance(series, dict) or not isinstance(series.get("metric", {}), dict):
