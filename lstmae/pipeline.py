@@ -95,6 +95,8 @@ def score_group(storage: Storage, config: Config, group_name: str, start, end, v
         summary["anomalies"] += flagged
         summary["windows"] += windows_table.num_rows
     summary["seconds"] = round(time.monotonic() - started, 2)
+    log.info("Scored group %s %s..%s with %s: %d rows, %d scored, in %.2f s",
+             group.name, start, end, entry.version, summary["rows"], summary["scored"], summary["seconds"])
     return summary
 
 
@@ -158,6 +160,7 @@ def combine_interval(storage: Storage, config: Config, start, end, merge_steps: 
     """
     from lstmae import drift, slo
 
+    started = time.monotonic()
     start, end = utc(start), utc(end)
     merge_steps = config.incident_merge_steps if merge_steps is None else merge_steps
     weights = {g.name: g.weight for g in config.groups}
@@ -217,9 +220,9 @@ def combine_interval(storage: Storage, config: Config, start, end, merge_steps: 
     summary["new_incidents"] = sorted(incidents.loc[incidents["start"] >= start, "incident_id"].unique().tolist()) if len(incidents) else []
     summary["drift_event_ids"] = sorted(events["event_id"].tolist()) if len(events) else []
     log.info("Combined %s..%s: %d vote rows (%d anomalous), %d anomalous windows, %d incidents, "
-             "%d SLO violations, %d drift events",
+             "%d SLO violations, %d drift events, in %.2f s",
              start, end, summary["votes"], summary["vote_anomalies"], summary["anomalies"], summary["incidents"],
-             summary["slo_violations"], summary["drift_events"])
+             summary["slo_violations"], summary["drift_events"], time.monotonic() - started)
     return summary
 
 
