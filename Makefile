@@ -8,7 +8,7 @@ DATA ?=
 # Training epochs of the demo; empty means the reference 20.
 EPOCHS ?=
 
-.PHONY: demo test bench venv clean
+.PHONY: demo test bench venv clean chromium
 
 $(STAMP): requirements.txt requirements-dev.txt constraints.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -22,7 +22,11 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(PY) scripts/demo.py $(if $(DATA),--data $(DATA),) $(if $(EPOCHS),--epochs $(EPOCHS),)
 
-test: $(STAMP)
+# The browser test of the anomalies page drives Debian's chromium headless.
+chromium:
+	command -v chromium || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium)
+
+test: $(STAMP) chromium
 	$(PY) -m pytest
 
 bench: $(STAMP)
