@@ -48,7 +48,7 @@ ENTITIES = {f"omi-{i}": ("asd", "5min") for i in range(1, 9)}
 ENTITIES.update({name: ("smd", "1min") for name in ("machine-1-6", "machine-2-1", "machine-3-3")})
 DOCS = common.ROOT / "docs" / "detection.md"
 BEGIN, END = "<!-- bench/detection.py: begin -->", "<!-- bench/detection.py: end -->"
-COLUMNS = ("point_f1", "best_f1", "point_adjusted_f1", "event_f1", "event_precision", "event_recall",
+COLUMNS = ("flagged_fraction", "point_f1", "best_f1", "point_adjusted_f1", "event_f1", "event_precision", "event_recall",
            "false_alarms_per_day", "delay_steps_mean", "auc_pr", "hit_rate_100", "hit_rate_150")
 
 
@@ -108,8 +108,15 @@ def main() -> None:
     parser.add_argument("--threshold", default="{}",
                         help="JSON of threshold settings for the default rule (default: the product default)")
     parser.add_argument("--no-docs", action="store_true", help="do not rewrite docs/detection.md")
+    parser.add_argument("--from-json", metavar="FILE",
+                        help="render docs/detection.md from an earlier results file instead of running")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.from_json:
+        results = json.loads(open(args.from_json, encoding="utf-8").read())
+        print(tables(results))
+        write_docs(results, results.get("command", "python bench/detection.py"))
+        return
     unknown = sorted(set(args.entities) - set(ENTITIES))
     if unknown:
         parser.error(f"unknown entities {unknown}; choose from {list(ENTITIES)}")
@@ -124,14 +131,14 @@ def main() -> None:
             f"{rule} point F1 {entity[rule]['point']['f1']:.3f} event F1 {entity[rule]['event']['f1']:.3f}"
             for rule in ("default", "reference", "reference-windows")) + f" ({entity['seconds']} s)", flush=True)
     results["seconds"] = round(time.monotonic() - started, 1)
+    results["command"] = "python bench/detection.py" + (f" --epochs {args.epochs}" if args.epochs != 20 else "") + (
+        f" --entities {' '.join(args.entities)}" if args.entities != list(ENTITIES) else "") + (
+        f" --threshold '{args.threshold}'" if threshold else "")
     common.RESULTS.mkdir(parents=True, exist_ok=True)
     (common.RESULTS / "detection.json").write_text(json.dumps(results, indent=2, default=str), encoding="utf-8")
     print(tables(results))
     if not args.no_docs:
-        command = "python bench/detection.py" + (f" --epochs {args.epochs}" if args.epochs != 20 else "") + (
-            f" --entities {' '.join(args.entities)}" if args.entities != list(ENTITIES) else "") + (
-            f" --threshold '{args.threshold}'" if threshold else "")
-        write_docs(results, command)
+        write_docs(results, results["command"])
 
 
 if __name__ == "__main__":

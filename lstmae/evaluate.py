@@ -286,6 +286,7 @@ def evaluate_series(
         "points": int(len(labels)),
         "labelled_points": int(labels.sum()),
         "flagged_points": int(flagged.sum()),
+        "flagged_fraction": _ratio(int(flagged.sum()), len(flagged)),
         "scored_points": int(np.isfinite(scores).sum()),
         "point": point_metrics(labels, flagged),
         "best": best_f1(labels, scores),
@@ -314,6 +315,7 @@ def evaluate_series(
 
 
 SUMMARY_KEYS = (
+    ("flagged_fraction", ("flagged_fraction",)),
     ("point_f1", ("point", "f1")),
     ("point_precision", ("point", "precision")),
     ("point_recall", ("point", "recall")),
@@ -331,6 +333,8 @@ SUMMARY_KEYS = (
 
 
 def _lookup(report: dict, path: tuple[str, ...]):
+    if path == ("flagged_fraction",) and path[0] not in report:
+        return _ratio(report["flagged_points"], report["points"])
     value = report
     for key in path:
         value = value[key]
