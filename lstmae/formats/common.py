@@ -520,15 +520,6 @@ def _any_reason(reasons: np.ndarray) -> np.ndarray | None:
     return reasons if (~pd.isna(reasons)).any() else None
 
 
-def raw_line(columns: list[pa.Array], position: int, delimiter: str) -> str:
-    """Rebuild one CSV record as text from string columns (for the quarantine table)."""
-    fields = []
-    for column in columns:
-        value = column[position].as_py()
-        fields.append("" if value is None else str(value))
-    return delimiter.join(fields)
-
-
 class SampleBuilder:
     """Collects samples of labelled series (Prometheus, VictoriaMetrics, CloudWatch, InfluxDB).
 

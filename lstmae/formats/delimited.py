@@ -265,9 +265,14 @@ def _slow(table: pa.Table, invalid: list, delimiter: str, layout: _Layout, confi
     for number, expected, actual, text in invalid:
         rejects.add(number, f"{MALFORMED_RECORD}: expected {expected} fields, found {actual}", text, count=width)
     columns = [table.column(index).combine_chunks() for index in range(table.num_columns)]
+    lines: pa.Array | None = None
 
     def raw(position: int) -> str:
-        return _raw_line(columns, position, delimiter)
+        # Records are joined back into text once, vectorised, when the first one is rejected.
+        nonlocal lines
+        if lines is None:
+            lines = pc.binary_join_element_wise(*[pc.fill_null(column, "") for column in columns], delimiter)
+        return lines[position].as_py()
 
     millis, time_reasons = parse_timestamps(table.column(timestamp), config)
     time_ok = np.ones(table.num_rows, dtype=bool) if time_reasons is None else pd.isna(time_reasons)
@@ -325,14 +330,6 @@ def _record_numbers(rows: int, invalid_numbers: list[int | None]) -> np.ndarray:
     for skipped in sorted(n for n in invalid_numbers if n is not None):
         numbers[numbers >= skipped] += 1
     return numbers
-
-
-def _raw_line(columns: list[pa.Array], position: int, delimiter: str) -> str:
-    fields = []
-    for column in columns:
-        item = column[position].as_py()
-        fields.append("" if item is None else str(item))
-    return delimiter.join(fields)
 
 
 def _labels(table: pa.Table, columns: list[tuple[int | str, str]]) -> pa.DictionaryArray:

@@ -86,9 +86,8 @@ def parse_parquet(key: str, data: bytes, config) -> Parsed:
         reasons[has_time_reason] = time_reasons[has_time_reason]
     bad = ~pd.isna(reasons)
     if bad.any():
-        rows = table.take(pa.array(np.flatnonzero(bad)))
-        for offset, position in enumerate(np.flatnonzero(bad)):
-            record = rows.slice(offset, 1).to_pylist()[0]
+        positions = np.flatnonzero(bad)
+        for position, record in zip(positions, table.take(pa.array(positions)).to_pylist()):
             rejects.add(int(position) + 1, reasons[position], ", ".join(f"{k}={v}" for k, v in record.items())[:500])
     keep = pa.array(~bad)
     label_json = _labels(table.filter(keep), labels) if labels else None
