@@ -61,7 +61,7 @@ def autoencoder_flops(timesteps: int, features: int, units=UNITS) -> int:
     >>> autoencoder_flops(60, 19)
     39734280
     >>> autoencoder_flops(60, 38)
-    40198920
+    40876560
     """
     u0, u1, u2 = units
     return (
