@@ -59,6 +59,10 @@ class ThresholdConfig:
             shows in a few metrics, and averaging over all of them dilutes it.
         min_threshold: floor on every per-feature threshold, so a constant
             feature (zero validation error) still has a threshold above 0.
+        exclude_constant: leave features that were constant in the training
+            data out of the anomaly score (``quantile`` method). Default True:
+            such a feature has no learnt normal range, so any later change of
+            it would dominate the score. Its errors are still reported.
     """
 
     method: str = "quantile"
@@ -69,6 +73,7 @@ class ThresholdConfig:
     smoothing: int = 6
     top_features: int = 3
     min_threshold: float = 1e-6
+    exclude_constant: bool = True
 
 
 @dataclass(frozen=True)
@@ -224,7 +229,9 @@ class Config:
         slo_windows: consecutive windows with a value above an SLO limit that
             raise an SLO violation. Default 3.
         incident_merge_steps: anomalous points of one entity and group at
-            most this many grid steps apart belong to one incident. Default 6.
+            most this many grid steps apart belong to one incident. Default
+            30: on the labelled shared data, shorter gaps split one episode
+            into several incidents and raised the false alarms per day.
         timezone: time zone applied to naive timestamps in exports. ``None``
             (default) rejects naive timestamps.
         ingest: how landing exports map onto curated rows; see :class:`IngestConfig`.
@@ -242,7 +249,7 @@ class Config:
     min_training_windows: int = 8
     drift_windows: int = 40
     slo_windows: int = 3
-    incident_merge_steps: int = 6
+    incident_merge_steps: int = 30
     timezone: str | None = None
     ingest: IngestConfig = field(default_factory=IngestConfig)
     groups: tuple[GroupConfig, ...] = (GroupConfig(),)
@@ -293,6 +300,12 @@ def _optional_quantile(path: str, value: Any) -> float | None:
     return None if value is None else _number(path, value, 0.5, 1.0)
 
 
+def _boolean(path: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise _fail(path, "expected true or false", value)
+    return value
+
+
 def _choice(path: str, value: Any, allowed: tuple[str, ...]) -> str:
     if value not in allowed:
         raise _fail(path, f"expected one of {', '.join(allowed)}", value)
@@ -329,6 +342,7 @@ def _threshold_from_dict(path: str, data: dict) -> ThresholdConfig:
         smoothing=_positive_int(f"{path}.smoothing", data.get("smoothing", base.smoothing)),
         top_features=_non_negative_int(f"{path}.top_features", data.get("top_features", base.top_features)),
         min_threshold=_number(f"{path}.min_threshold", data.get("min_threshold", base.min_threshold), 0.0, 1e12),
+        exclude_constant=_boolean(f"{path}.exclude_constant", data.get("exclude_constant", base.exclude_constant)),
     )
 
 

@@ -472,7 +472,7 @@ def evaluate_scores(
     labels: pd.DataFrame,
     interpretation: pd.DataFrame | None = None,
     step: str | pd.Timedelta | None = None,
-    merge_steps: int = 6,
+    merge_steps: int = 30,
     entity: str | None = None,
     incidents: pd.DataFrame | None = None,
 ) -> dict:
@@ -486,7 +486,7 @@ def evaluate_scores(
         interpretation: optional ``start, end, metrics[, entity]`` rows.
         step: grid step; default the most common spacing of the labels.
         merge_steps: flagged points at most this many steps apart form one
-            incident, as in ``combine``. Default 6. Used when ``incidents``
+            incident, as in ``combine``. Default 30. Used when ``incidents``
             is None.
         entity: the entity of entity-less labels.
         incidents: rows of the ``incidents`` table (the latest row of each

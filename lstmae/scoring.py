@@ -168,7 +168,8 @@ def point_scores(result: SeriesErrors, thresholds: Thresholds) -> tuple[np.ndarr
     """
     settings = thresholds.config
     ratios = feature_ratios(result.errors, thresholds.feature_thresholds)
-    scores = smooth_scores(raw_scores(result.errors, thresholds.feature_thresholds, settings), settings.smoothing)
+    scores = smooth_scores(raw_scores(result.errors, thresholds.feature_thresholds, settings, thresholds.score_include),
+                           settings.smoothing)
     scores[~result.scorable] = np.nan
     early_warning = np.full(len(scores), np.nan)
     if thresholds.prediction_thresholds:

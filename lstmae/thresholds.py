@@ -48,6 +48,8 @@ class Thresholds:
         prediction_thresholds: per-feature threshold on the one-step forecast
             error of the predictor variant (its validation quantile, original
             units); empty for the plain autoencoder.
+        constant_features: features that were constant in the training data,
+            left out of the anomaly score when ``exclude_constant`` is set.
         early_warning_threshold: threshold on the early-warning score
             (``factor`` times its validation quantile); None without
             prediction thresholds.
@@ -63,6 +65,7 @@ class Thresholds:
     settings: dict
     prediction_thresholds: tuple[float, ...] = ()
     early_warning_threshold: float | None = None
+    constant_features: tuple[str, ...] = ()
 
     def to_dict(self) -> dict:
         return {
@@ -76,6 +79,7 @@ class Thresholds:
             "settings": dict(self.settings),
             "prediction_thresholds": list(self.prediction_thresholds),
             "early_warning_threshold": self.early_warning_threshold,
+            "constant_features": list(self.constant_features),
         }
 
     @classmethod
@@ -91,11 +95,17 @@ class Thresholds:
             settings=dict(data["settings"]),
             prediction_thresholds=tuple(float(x) for x in data.get("prediction_thresholds") or ()),
             early_warning_threshold=data.get("early_warning_threshold"),
+            constant_features=tuple(data.get("constant_features") or ()),
         )
 
     @property
     def config(self) -> ThresholdConfig:
         return ThresholdConfig(**self.settings)
+
+    @property
+    def score_include(self) -> np.ndarray:
+        """``(features,)`` booleans: the features that enter the anomaly score."""
+        return score_mask(self.features, self.constant_features, self.config)
 
     def with_prediction(self, prediction_errors: np.ndarray) -> "Thresholds":
         """Return a copy with early-warning thresholds fitted on validation forecast errors.
@@ -117,6 +127,16 @@ class Thresholds:
         )
 
 
+def score_mask(features, constant_features, settings: ThresholdConfig) -> np.ndarray:
+    """Return ``(features,)`` booleans: False for constant features when ``exclude_constant`` is set.
+
+    >>> score_mask(["cpu", "flag"], ["flag"], ThresholdConfig()).tolist()
+    [True, False]
+    """
+    constant = set(constant_features) if settings.exclude_constant else set()
+    return np.array([feature not in constant for feature in features], dtype=bool)
+
+
 def _score_quantile(settings: ThresholdConfig) -> float:
     return settings.quantile if settings.score_quantile is None else settings.score_quantile
 
@@ -136,6 +156,7 @@ def fit_thresholds(
     errors: np.ndarray,
     settings: ThresholdConfig,
     score_errors: np.ndarray | None = None,
+    constant_features: list[str] | tuple[str, ...] = (),
 ) -> Thresholds:
     """Fit thresholds on validation errors.
 
@@ -148,6 +169,9 @@ def fit_thresholds(
         score_errors: ``(points, features)`` errors in time order, one row per
             scored point, used to calibrate the score threshold of the
             quantile method. Defaults to ``errors``.
+        constant_features: features whose training values were constant;
+            with ``settings.exclude_constant`` they are left out of the
+            anomaly score (their errors and ratios are still reported).
 
     Returns:
         The fitted :class:`Thresholds`.
@@ -167,7 +191,8 @@ def fit_thresholds(
     elif settings.method == "quantile":
         feature_thresholds = np.maximum(np.quantile(errors, settings.quantile, axis=0), floor)
         calibration = errors if score_errors is None else np.asarray(score_errors, dtype=np.float64)
-        scores = smooth_scores(raw_scores(calibration, feature_thresholds, settings), settings.smoothing)
+        include = score_mask(features, constant_features, settings)
+        scores = smooth_scores(raw_scores(calibration, feature_thresholds, settings, include), settings.smoothing)
         scores = scores[np.isfinite(scores)]
         if len(scores) == 0:
             raise ValueError("Cannot fit the score threshold: no scorable validation point.")
@@ -194,7 +219,9 @@ def fit_thresholds(
             "smoothing": settings.smoothing,
             "top_features": settings.top_features,
             "min_threshold": settings.min_threshold,
+            "exclude_constant": settings.exclude_constant,
         },
+        constant_features=tuple(constant_features),
     )
 
 
@@ -203,16 +230,22 @@ def feature_ratios(errors: np.ndarray, feature_thresholds) -> np.ndarray:
     return np.asarray(errors, dtype=np.float64) / np.asarray(feature_thresholds, dtype=np.float64)
 
 
-def raw_scores(errors: np.ndarray, feature_thresholds, settings: ThresholdConfig) -> np.ndarray:
+def raw_scores(errors: np.ndarray, feature_thresholds, settings: ThresholdConfig, include=None) -> np.ndarray:
     """Return the unsmoothed anomaly score of each row of ``(points, features)`` errors.
 
     Rows with a NaN error get a NaN score.
+
+    Args:
+        include: ``(features,)`` booleans, the features that enter the score of
+            the ``quantile`` method; None (default) or all False means all.
     """
     ratios = feature_ratios(errors, feature_thresholds)
     if settings.method == "reference":
         return ratios.max(axis=1)
     if settings.method != "quantile":
         raise ValueError(f"Unknown threshold method {settings.method!r}. Expected 'reference' or 'quantile'.")
+    if include is not None and np.any(include):
+        ratios = ratios[:, np.asarray(include, dtype=bool)]
     if 0 < settings.top_features < ratios.shape[1]:
         ratios = -np.sort(-ratios, axis=1)[:, : settings.top_features]
     return ratios.mean(axis=1)

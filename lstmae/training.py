@@ -155,8 +155,9 @@ def train_group(storage: Storage, config: Config, group_name: str, start, end, *
                         validation_split=group.validation_split, seed=config.seed)
 
     window_errors, point_errors, validation_mse = _validation_errors(model, scaler, validation_frames, group)
+    constant = [feature for feature, spread in zip(features, np.std(train_rows, axis=0)) if spread == 0]
     thresholds = fit_thresholds(features, window_errors if group.threshold.method == "reference" else point_errors,
-                                group.threshold, score_errors=point_errors)
+                                group.threshold, score_errors=point_errors, constant_features=constant)
     if group.model_type == "predictor":
         thresholds = thresholds.with_prediction(_validation_prediction_errors(model, scaler, validation_frames, group))
     slo_limits = fit_limits(train_frames, feature_metrics(group, features), group.slo_percentiles)
@@ -335,7 +336,8 @@ def rethreshold(storage: Storage, config: Config, group_name: str, version: str,
     model = registry.load_keras_model(storage, source)
     window_errors, point_errors, _ = _validation_errors(model, source.scaler, frames, group)
     thresholds = fit_thresholds(source.features, window_errors if threshold.method == "reference" else point_errors,
-                                threshold, score_errors=point_errors)
+                                threshold, score_errors=point_errors,
+                                constant_features=source.thresholds.constant_features)
     if source.metadata.get("model_type") == "predictor":
         thresholds = thresholds.with_prediction(_validation_prediction_errors(model, source.scaler, frames, group))
     new_version = registry.new_version_id()

@@ -15,6 +15,7 @@ T0 = pd.Timestamp("2026-09-01T00:00:00Z")
 CONFIG = config_from_dict({
     "step": "5min",
     "vote_threshold": 0.5,
+    "incident_merge_steps": 6,
     "groups": [{"name": "cpu", "weight": 0.5, "timesteps": 4}, {"name": "memory", "weight": 0.3, "timesteps": 4},
                {"name": "disk", "weight": 0.2, "timesteps": 4}],
 })

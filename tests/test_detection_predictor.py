@@ -41,7 +41,7 @@ def test_early_warning_score_uses_prediction_thresholds():
     values = np.array([[1.0], [2.0], [4.0], [7.0], [11.0]])
     frame = pd.DataFrame(values, columns=["cpu"], index=pd.date_range(START, periods=5, freq="5min"))
     result = series_errors(persistence_model(2, 1), Scaler(("cpu",), (0.0,), (1.0,)), frame, timesteps=2)
-    settings = ThresholdConfig(quantile=0.5, smoothing=1)
+    settings = ThresholdConfig(quantile=0.5, score_quantile=None, smoothing=1)
     thresholds = fit_thresholds(["cpu"], np.array([[0.1], [0.2]]), settings)
     thresholds = thresholds.with_prediction(np.array([[1.0], [2.0], [3.0], [np.nan]]))
     # Median forecast error 2.0 is the per-feature threshold; scores 2/2, 3/2, 4/2 on rows 2..4.
