@@ -10,11 +10,12 @@ Two methods, chosen per group by ``threshold.method``:
     anomalous when the score exceeds 1.
 
 ``quantile`` (default)
-    Divide each feature's error by that feature's validation quantile, so that
-    features of different scale and noise weigh the same; average the
-    normalised errors over features (or over the ``top_features`` largest);
-    take a trailing mean over ``smoothing`` points; and flag points whose
-    score exceeds ``factor`` times the validation quantile of the score.
+    Divide each feature's error by that feature's validation ``quantile``, so
+    that features of different scale and noise weigh the same. Average the
+    ``top_features`` largest of these ratios, leaving out features that were
+    constant in training (``exclude_constant``). Take a trailing mean over
+    ``smoothing`` points, and flag points whose score exceeds ``factor``
+    times the validation ``score_quantile`` of the same score.
 
 All functions are pure numpy so they can be tested with hand-computed arrays.
 """
