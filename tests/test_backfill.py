@@ -374,3 +374,62 @@ def test_api_server_serves_anomalies_page(airflow, first_backfill):
     status, page = server.request("GET", "/lstmae/")
     assert status == 200
     assert "<title>lstmae anomalies</title>" in page
+
+
+SCHEDULE_PROBE = r"""
+import json, sys
+import pendulum
+from airflow.dag_processing.dagbag import DagBag
+from airflow.serialization.serialized_objects import DagSerialization
+
+bag = DagBag(dag_folder=sys.argv[1])
+result = {"import_errors": {str(k): str(v) for k, v in bag.import_errors.items()}}
+if "lstmae_score" in bag.dags:
+    # The scheduler and the backfill code work on the serialized DAG.
+    dag = DagSerialization.from_dict(DagSerialization.to_dict(bag.dags["lstmae_score"]))
+    infos = dag.iter_dagrun_infos_between(pendulum.datetime(2026, 9, 4, tz="UTC"), pendulum.datetime(2026, 9, 6, tz="UTC"))
+    condition = getattr(dag.timetable, "asset_condition", None)
+    result.update(
+        timetable=type(dag.timetable).__name__,
+        periodic=dag.timetable.periodic,
+        assets=sorted(key.name for key, _ in condition.iter_assets()) if condition is not None else [],
+        intervals=[[info.data_interval.start.isoformat(), info.data_interval.end.isoformat()] for info in infos],
+    )
+print(json.dumps(result))
+"""
+
+
+def parse_score_dag(tmp_path: Path, schedule: str) -> dict:
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("AIRFLOW", "LSTMAE_"))}
+    env.update(
+        AIRFLOW_HOME=str(tmp_path / "airflow"),
+        AIRFLOW__CORE__LOAD_EXAMPLES="False",
+        AIRFLOW__CORE__DAGS_FOLDER=str(ROOT / "dags"),
+        AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=f"sqlite:///{tmp_path / 'airflow.db'}",
+        LSTMAE_SCORE_SCHEDULE=schedule,
+        PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")])),
+    )
+    script = tmp_path / "probe.py"
+    script.write_text(SCHEDULE_PROBE)
+    completed = subprocess.run([sys.executable, str(script), str(ROOT / "dags" / "lstmae_score.py")],
+                               capture_output=True, text=True, env=env, timeout=120)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    return json.loads(completed.stdout.strip().splitlines()[-1])
+
+
+def test_asset_or_time_schedule_is_backfillable(tmp_path):
+    parsed = parse_score_dag(tmp_path, "asset_or_time")
+    assert parsed["import_errors"] == {}
+    assert parsed["timetable"] == "AssetOrTimeSchedule"
+    # Backfills need a periodic timetable; AssetOrTimeSchedule takes the flag of its time part.
+    assert parsed["periodic"] is True
+    assert parsed["assets"] == ["lstmae://metrics"]
+    assert parsed["intervals"] == [[f"{day}T00:00:00+00:00", f"{next_day}T00:00:00+00:00"]
+                                   for day, next_day in zip(DAYS, DAYS[1:] + ["2026-09-07"])]
+
+
+def test_unknown_score_schedule_is_import_error(tmp_path):
+    parsed = parse_score_dag(tmp_path, "hourly")
+    assert len(parsed["import_errors"]) == 1
+    message = next(iter(parsed["import_errors"].values()))
+    assert "Invalid LSTMAE_SCORE_SCHEDULE 'hourly'" in message
