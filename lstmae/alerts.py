@@ -15,11 +15,16 @@ after its message was accepted, so a rerun, a retry after a failed post, or a
 backfill over the same days sends only what has no entry yet. An incident
 that continues into the next interval keeps its id and is not sent again.
 
-Backfills can score days out of order; the day after an incident's start may
-then be combined first and open the same incident under another id. An
+Backfills can score days out of order. The day after an incident's start may
+then be combined first, and it opens the same incident under another id. An
 incident whose time range touches an alerted incident of the same group and
 entity (within ``merge_gap``) is therefore treated as the same one: it gets a
 ledger entry with ``duplicate_of`` and no message.
+
+NOTE: the ledger check and the ledger write are not atomic across runs. Two
+runs that send alerts for neighbouring days at the same moment (a backfill
+with several active runs) can both miss each other's entry and post one
+incident twice under two ids.
 """
 
 from __future__ import annotations

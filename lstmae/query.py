@@ -87,8 +87,8 @@ def read_incidents(
     until = utc(until) if until is not None else available[-1] + pd.Timedelta(days=1)
     if until <= since:
         raise ValueError(f"Empty period: since {since.isoformat()} is not before until {until.isoformat()}.")
-    # An incident is stored under the day of its end, so it overlaps the
-    # period when it ends at or after ``since``; read from that day on.
+    # An incident is stored under the day of its end. It overlaps the period
+    # when it ends at or after ``since``, so reading starts on that day.
     first_day = since.floor("D")
     tables = []
     for day in available:
@@ -122,7 +122,7 @@ def find_incident(storage: Storage, incident_id: str, day=None) -> dict:
             search then reads that day first instead of every partition.
 
     Raises:
-        LookupError: no partition holds the id.
+        LookupError: no partition contains the id.
     """
     days = partition_days(storage, INCIDENTS)
     if day is not None:
@@ -179,8 +179,8 @@ def incident_series(
     Args:
         incident: a row of ``incidents/`` (from :func:`find_incident`).
         features: how many of the incident's ``top_features`` to return
-            (default 3); when the incident lists none, the features with the
-            largest error ratio at the peak.
+            (default 3). When the incident lists none, the features with the
+            largest error ratio at the peak are returned.
         padding: time shown before the start and after the end; default half
             the incident's length, at least one hour.
         max_points: cap on points returned; the window is cut around the peak

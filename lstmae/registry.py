@@ -137,10 +137,10 @@ def get_version(storage: Storage, group: str, version: str) -> ModelVersion:
 
 
 def find_version(storage: Storage, version: str, group: str | None = None) -> ModelVersion:
-    """Return ``version`` from ``group``, or from whichever group holds it when ``group`` is None.
+    """Return ``version`` from ``group``, or from whichever group contains it when ``group`` is None.
 
     Raises:
-        RegistryError: no group holds the version, or several do (pass ``group``).
+        RegistryError: no group contains the version, or several do (pass ``group``).
     """
     if group is not None:
         return get_version(storage, group, version)

@@ -129,7 +129,7 @@ def run_registry_action(action: str, version: str | None = None, group: str | No
             configured group with an earlier current version, or only
             ``group``) or ``"list"``.
         version: the version to promote.
-        group: restrict to one group; for promote, default the group that holds ``version``.
+        group: restrict to one group; for promote, default the group that contains ``version``.
 
     Returns:
         ``{"action", "groups": {group: pointer or listing}}``.
