@@ -88,7 +88,8 @@ def write_docs(results: dict, command: str) -> None:
         "",
         f"    {command}",
         "",
-        f"Threshold settings of `default`: `{json.dumps(results['default_threshold'])}`.",
+        f"Threshold settings of `default`: `{json.dumps(results['default_threshold'])}`; incidents merge "
+        f"anomalous points up to {results.get('incident_merge_steps', 30)} grid steps apart.",
         "",
         tables(results),
         "",
@@ -123,7 +124,8 @@ def main() -> None:
     threshold = json.loads(args.threshold)
     started = time.monotonic()
     results = {"machine": common.machine(), "epochs": args.epochs, "entities": {},
-               "default_threshold": threshold or ThresholdConfig().__dict__}
+               "default_threshold": threshold or ThresholdConfig().__dict__,
+               "incident_merge_steps": config_from_dict({}).incident_merge_steps}
     for name in args.entities:
         results["entities"][name] = run_entity(name, args.epochs, threshold)
         entity = results["entities"][name]
