@@ -4,7 +4,7 @@ When ``drift_windows`` (default 40) consecutive epoch-anchored windows of one
 entity and group are anomalous, ``combine`` records a drift event in
 ``drift_events/`` and writes a retraining request to
 ``requests/retrain/<group>.json``. The training pipeline reads the request
-and trains on the most recent data; the new model is promoted only if it
+and trains on the most recent data. The new model is promoted only if it
 passes the same gates as any nightly model, so a drift never installs an
 unchecked model.
 """
@@ -87,8 +87,8 @@ def request_key(group: str) -> str:
 def request_retraining(storage: Storage, group: str, events: pd.DataFrame, training_days: int) -> dict:
     """Write (or replace) the retraining request of ``group`` for the latest of ``events``.
 
-    The request asks for a model trained on the ``training_days`` whole UTC
-    days that end at the day after the latest detection, so the new model
+    The request names a training range of ``training_days`` whole UTC days
+    ending at the midnight after the latest detection, so that the new model
     learns the behaviour that caused the drift. It is a JSON object::
 
         {"group", "reason", "requested_at", "start", "end",

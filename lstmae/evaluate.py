@@ -1,10 +1,10 @@
 """Evaluate anomaly scores against labelled anomalies, with the field's metrics.
 
-Inputs are the product's ``scores`` table (from the lake or a Parquet file), a
-labels file (``timestamp,label`` with an optional ``entity`` column, 1 where
-an anomaly is labelled) and optionally an interpretation file
-(``start,end,metrics`` with the metrics separated by ``;``) that names the
-metrics responsible for each labelled anomaly.
+Inputs are the product's ``scores`` table, from the lake or a Parquet file,
+and a labels file: ``timestamp,label`` with an optional ``entity`` column and
+1 where an anomaly is labelled. An optional interpretation file
+(``start,end,metrics``, metrics separated by ``;``) names the metrics
+responsible for each labelled anomaly.
 
 Metrics, per entity and averaged over entities:
 
