@@ -99,3 +99,25 @@ def test_run_ending_before_interval_not_repeated():
     windows = windows_table([["cpu"], ["cpu"], ["cpu"], [], []])
     found = slo.violations(windows, T0 + 4 * 3 * STEP, T0 + 5 * 3 * STEP, STEP)
     assert found.empty
+
+
+def test_window_verdicts_carry_slo_features():
+    """score_frame marks the epoch-anchored windows whose values exceed the series' limits."""
+    import keras
+
+    from lstmae.config import ThresholdConfig
+    from lstmae.scaler import Scaler
+    from lstmae.scoring import score_frame
+    from lstmae.thresholds import fit_thresholds
+
+    inputs = keras.Input((4, 2))
+    identity = keras.Model(inputs, keras.layers.Identity()(inputs))
+    index = pd.date_range(T0, periods=8, freq=STEP)
+    frame = pd.DataFrame({"cpu": [0.1, 0.2, 0.1, 0.2, 0.1, 0.95, 0.1, 0.2],
+                          "memory": [0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5]}, index=index)
+    thresholds = fit_thresholds(["cpu", "memory"], np.array([[0.1, 0.1], [0.2, 0.2]]), ThresholdConfig())
+    _, blocks = score_frame(identity, Scaler(("cpu", "memory"), (0.0, 0.0), (1.0, 1.0)), thresholds, frame, 4,
+                            T0, T0 + 8 * STEP, slo_limits={"cpu": 0.9, "memory": 0.5})
+    # Blocks 00:00-00:15 and 00:20-00:35; memory equal to its limit is not above it.
+    assert [b["window_start"] for b in blocks] == [T0, T0 + 4 * STEP]
+    assert [b["slo_features"] for b in blocks] == [[], ["cpu"]]
