@@ -20,12 +20,14 @@ next run of the interval removes the leftovers.
 
 from __future__ import annotations
 
+import io
 import logging
 import re
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from lstmae.storage import Storage, escape_segment
 
@@ -167,14 +169,28 @@ def write_companion(storage: Storage, table: str, day, slice_start, slice_end, s
     return key
 
 
-def read_days(storage: Storage, table: str, start, end, group: str | None = None, time_column: str | None = None) -> pa.Table | None:
+def read_days(storage: Storage, table: str, start, end, group: str | None = None, time_column: str | None = None,
+              columns: list[str] | None = None, filters=None) -> pa.Table | None:
     """Read every slice file of the days ``[start, end)`` touches (all groups when ``group`` is None).
 
     Args:
         time_column: the table's time column. When given and slices of one
             partition overlap (a replacement in progress or interrupted),
             each time is read from the narrowest slice that covers it.
+        columns: read only these columns (default all). Must include
+            ``time_column`` when that is given.
+        filters: a row filter applied while each file is decoded, in the form
+            of ``pyarrow.parquet.read_table(filters=...)`` (an expression or a
+            list of ``(column, op, value)`` tuples); default none. Rows are
+            dropped batch by batch, so a file's unfiltered columns are never
+            held whole in memory.
     """
+
+    def read(key: str) -> pa.Table:
+        if columns is None and filters is None:
+            return storage.read_parquet(key)
+        return pq.read_table(io.BytesIO(storage.read_bytes(key)), columns=columns, filters=filters)
+
     tables = []
     for day, _, _ in day_slices(start, end):
         prefix = partition(table, day, group)
@@ -186,12 +202,12 @@ def read_days(storage: Storage, table: str, start, end, group: str | None = None
                 folders.setdefault(key.rsplit("/", 1)[0], []).append(entry)
         for slices in folders.values():
             if time_column is None or not _overlap(slices):
-                tables.extend(storage.read_parquet(key) for _, _, key in slices)
+                tables.extend(read(key) for _, _, key in slices)
                 continue
             claimed: list[tuple[int, int]] = []
             kept: dict[str, pa.Table] = {}
             for low, high, key in sorted(slices, key=lambda item: item[1] - item[0]):
-                part = storage.read_parquet(key)
+                part = read(key)
                 seconds = _seconds_of(part.column(time_column), day)
                 keep = (seconds >= low) & (seconds < high)
                 for taken_low, taken_high in claimed:

@@ -14,6 +14,7 @@ import time
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from lstmae import registry, schema
 from lstmae.config import Config
@@ -167,11 +168,13 @@ def combine_interval(storage: Storage, config: Config, start, end, merge_steps: 
     step = config.step_delta
     lookback = merge_steps * step
     plot_margin = PLOT_MARGIN_STEPS * step if plots else pd.Timedelta(0)
-    scores_table = read_days(storage, SCORES, start - max(lookback, plot_margin), end)
-    scores = scores_table.select(["timestamp", "entity", "group", "model_version", "status", "anomaly_score", "score_threshold", "is_anomaly", "feature_errors"]).to_pandas() if scores_table is not None else pd.DataFrame()
-    context_scores = scores
-    if not scores.empty:
-        scores = scores[(scores["timestamp"] >= start - lookback) & (scores["timestamp"] < end)]
+    # The scores are read in two parts so that the per-feature errors, the
+    # bulk of a scores file, are only decoded for anomalous points: every
+    # point's flags for the vote, and anomalous points whole for incidents.
+    read_start = start - max(lookback, plot_margin)
+    scores = _read_scores(storage, read_start, end, start - lookback, _LIGHT_SCORE_COLUMNS)
+    anomalous_points = _read_scores(storage, read_start, end, start - lookback, _LIGHT_SCORE_COLUMNS + ["feature_errors"],
+                                    anomalous_only=True)
     window_lookback = max(config.drift_windows, config.slo_windows) * max(g.timesteps for g in config.groups) * step
     windows_table = read_days(storage, WINDOWS, start - window_lookback, end)
     all_windows = windows_table.to_pandas() if windows_table is not None else pd.DataFrame()
@@ -182,9 +185,9 @@ def combine_interval(storage: Storage, config: Config, start, end, merge_steps: 
     windows = all_windows[all_windows["window_end"] >= start] if not all_windows.empty else all_windows
 
     votes = _votes(scores[scores["timestamp"] >= start] if not scores.empty else scores, weights, config.vote_threshold)
-    anomalies = _anomalies(windows, scores, weights, config.vote_threshold)
+    anomalies = _anomalies(windows, anomalous_points, weights, config.vote_threshold)
     previous = _open_rows(storage, INCIDENTS, start, lookback)
-    incidents = _incidents(scores, start, end, step, merge_steps, previous)
+    incidents = _incidents(anomalous_points, start, end, step, merge_steps, previous)
     previous_violations = _open_rows(storage, SLO_VIOLATIONS, start, max(g.timesteps for g in config.groups) * step + step)
     violations = slo.violations(all_windows, start, end, step, config.slo_windows, previous_violations)
     events = drift.drift_events(all_windows, start, end, step, config.drift_windows)
@@ -211,6 +214,7 @@ def combine_interval(storage: Storage, config: Config, start, end, merge_steps: 
     if plots and len(incidents):
         from lstmae.plots import plot_incidents
 
+        context_scores = _incident_context(storage, incidents, read_start, end)
         summary["plots"] = len(plot_incidents(storage, incidents, context_scores, step, PLOT_MARGIN_STEPS))
     summary["retrain_requests"] = []
     for group, group_events in events.groupby("group", sort=True) if len(events) else []:
@@ -232,44 +236,122 @@ def _table(frame: pd.DataFrame, table_schema: pa.Schema) -> pa.Table:
     return pa.Table.from_pandas(frame[table_schema.names].reset_index(drop=True), schema=table_schema, preserve_index=False)
 
 
+_LIGHT_SCORE_COLUMNS = ["timestamp", "entity", "group", "model_version", "status", "anomaly_score", "score_threshold",
+                        "is_anomaly"]
+
+
+def _read_scores(storage: Storage, read_start, end, keep_start, columns: list[str],
+                 anomalous_only: bool = False) -> pd.DataFrame:
+    """Scores rows with ``keep_start <= timestamp < end`` from the days of ``[read_start, end)``.
+
+    Args:
+        columns: the columns to read.
+        anomalous_only: keep only rows with ``is_anomaly`` true; the filter
+            runs while the files are decoded.
+
+    Returns:
+        The rows as a frame; an empty frame without columns when no scores
+        file exists.
+    """
+    time_type = schema.SCORES.field("timestamp").type
+    keep = (pc.field("timestamp") >= pa.scalar(keep_start, type=time_type)) & (
+        pc.field("timestamp") < pa.scalar(end, type=time_type))
+    if anomalous_only:
+        keep &= pc.field("is_anomaly") == pa.scalar(True)
+    table = read_days(storage, SCORES, read_start, end, columns=columns, filters=keep)
+    return table.to_pandas() if table is not None else pd.DataFrame()
+
+
+def _incident_context(storage: Storage, incidents: pd.DataFrame, read_start, end) -> pd.DataFrame:
+    """Read every scores row of the days of ``[read_start, end)`` of the entities and groups of ``incidents``."""
+    entities = sorted(set(incidents["entity"]))
+    table = read_days(storage, SCORES, read_start, end, columns=_LIGHT_SCORE_COLUMNS + ["feature_errors"],
+                      filters=pc.field("entity").isin(entities))
+    if table is None:
+        return pd.DataFrame()
+    frame = table.to_pandas()
+    pairs = pd.MultiIndex.from_frame(incidents[["entity", "group"]].drop_duplicates())
+    return frame[pd.MultiIndex.from_frame(frame[["entity", "group"]]).isin(pairs)]
+
+
 def _votes(scores: pd.DataFrame, weights: dict[str, float], vote_threshold: float) -> pd.DataFrame:
     if scores.empty:
         return pd.DataFrame(columns=schema.VOTES.names)
     scored = scores[scores["status"] == "scored"].copy()
-    scored["weight"] = scored["group"].map(weights).fillna(0.0) * scored["is_anomaly"].astype(bool)
-    scored["flag_group"] = np.where(scored["is_anomaly"].astype(bool), scored["group"], None)
+    flags = scored["is_anomaly"].astype(bool)
+    scored["weight"] = scored["group"].map(weights).fillna(0.0) * flags
+    # One count column per group name; a point's flagging groups are the
+    # names with a count above zero, repeated count times, in name order.
+    names = sorted(scored["group"].unique().tolist())
+    counts = [f"_flags_{i}" for i in range(len(names))]
+    for column, name in zip(counts, names):
+        scored[column] = (flags & (scored["group"] == name)).astype(np.int64)
     grouped = scored.groupby(["timestamp", "entity"], sort=True)
-    votes = grouped.agg(vote_score=("weight", "sum"), groups_scored=("group", "count")).reset_index()
-    flagging = grouped["flag_group"].agg(lambda names: sorted(n for n in names if isinstance(n, str))).reset_index(drop=True)
-    votes["groups_flagging"] = flagging.to_numpy()
+    votes = grouped.agg(vote_score=("weight", "sum"), groups_scored=("group", "count"),
+                        **{column: (column, "sum") for column in counts}).reset_index()
+    flagging = []
+    if len(votes):
+        matrix = votes[counts].to_numpy(dtype=np.int64).reshape(len(votes), len(names))
+        combos, inverse = np.unique(matrix, axis=0, return_inverse=True)
+        lists = [[name for name, count in zip(names, combo) for _ in range(int(count))] for combo in combos]
+        flagging = [list(lists[i]) for i in inverse.reshape(-1)]
+    votes["groups_flagging"] = pd.Series(flagging, index=votes.index, dtype=object)
+    votes = votes.drop(columns=counts)
     votes["vote_score"] = votes["vote_score"].round(12)
     votes["is_vote_anomaly"] = votes["vote_score"] >= vote_threshold
     return votes
 
 
-def _anomalies(windows: pd.DataFrame, scores: pd.DataFrame, weights, vote_threshold) -> pd.DataFrame:
+def _anomalies(windows: pd.DataFrame, anomalous_points: pd.DataFrame, weights, vote_threshold) -> pd.DataFrame:
+    """Return the anomalous windows with the vote of every group that flags a point of the window's entity and time range.
+
+    Args:
+        windows: window verdicts.
+        anomalous_points: scores rows (``entity``, ``group``, ``timestamp``)
+            whose ``is_anomaly`` is true; other rows are ignored.
+    """
     if windows.empty:
         return pd.DataFrame(columns=schema.ANOMALIES.names)
     flagged = windows[windows["is_anomaly"]].copy()
     if flagged.empty:
         return pd.DataFrame(columns=schema.ANOMALIES.names)
-    anomalous_points = scores[scores["is_anomaly"].fillna(False).astype(bool)] if not scores.empty else scores
+    points = anomalous_points
+    if not points.empty:
+        points = points[points["is_anomaly"].fillna(False).astype(bool)]
+    # For each group with anomalous points: does the window's entity have one
+    # inside [window_start, window_end]? Points are sorted by (entity, time)
+    # into one int64 key, and each window looks up its range by bisection.
+    window_starts = _millis(flagged["window_start"])
+    window_ends = _millis(flagged["window_end"])
+    inside: dict[str, np.ndarray] = {}
+    if not points.empty:
+        entities = pd.Index(sorted(set(points["entity"])))
+        times = _millis(points["timestamp"])
+        low = min(int(times.min()), int(window_starts.min()))
+        span = max(int(times.max()), int(window_ends.max())) - low + 1
+        window_codes = entities.get_indexer(flagged["entity"])
+        known = window_codes >= 0
+        for name, part in points.groupby("group", sort=True):
+            keys = np.sort(entities.get_indexer(part["entity"]).astype(np.int64) * span + (_millis(part["timestamp"]) - low))
+            base = np.maximum(window_codes, 0).astype(np.int64) * span
+            first = np.searchsorted(keys, base + (window_starts - low), side="left")
+            last = np.searchsorted(keys, base + (window_ends - low), side="right")
+            inside[str(name)] = known & (last > first)
+    names = sorted(inside)
     vote_scores, flags = [], []
-    for row in flagged.itertuples():
-        groups = {row.group}
-        if not anomalous_points.empty:
-            inside = anomalous_points[
-                (anomalous_points["entity"] == row.entity)
-                & (anomalous_points["timestamp"] >= row.window_start)
-                & (anomalous_points["timestamp"] <= row.window_end)
-            ]
-            groups |= set(inside["group"])
-        flags.append(sorted(groups))
+    for position, group in enumerate(flagged["group"]):
+        groups = sorted({group, *(name for name in names if inside[name][position])})
+        flags.append(groups)
         vote_scores.append(round(sum(weights.get(g, 0.0) for g in groups), 12))
     flagged["vote_score"] = vote_scores
     flagged["groups_flagging"] = flags
     flagged["is_vote_anomaly"] = flagged["vote_score"] >= vote_threshold
     return flagged
+
+
+def _millis(column: pd.Series) -> np.ndarray:
+    """Milliseconds since the epoch of a time-zone-aware timestamp column, as int64."""
+    return pd.DatetimeIndex(column).as_unit("ms").asi8
 
 
 def _open_rows(storage: Storage, table: str, start: pd.Timestamp, lookback: pd.Timedelta) -> pd.DataFrame:
@@ -290,47 +372,67 @@ def _incidents(scores, start, end, step, merge_steps, previous: pd.DataFrame) ->
         return pd.DataFrame(columns=schema.INCIDENTS.names)
     rows = []
     gap = merge_steps * step
-    anomalous = scores[scores["is_anomaly"].fillna(False).astype(bool)].sort_values("timestamp")
-    for (entity, group), points in anomalous.groupby(["entity", "group"], sort=True):
-        times = points["timestamp"].to_numpy()
-        breaks = np.flatnonzero(np.diff(times) > np.timedelta64(gap))
-        bounds = np.split(np.arange(len(points)), breaks + 1)
-        earlier = previous[(previous["entity"] == entity) & (previous["group"] == group)] if len(previous) else previous
-        for positions in bounds:
-            run = points.iloc[positions]
-            run_start, run_end = run["timestamp"].iloc[0], run["timestamp"].iloc[-1]
-            if run_end < start:
-                continue  # lies wholly in the lookback: belongs to the previous interval
-            incident_start, counted, points_before = run_start, run, 0
-            peak = run.loc[run["anomaly_score"].idxmax()]
-            peak_timestamp, peak_score = peak["timestamp"], float(peak["anomaly_score"])
-            if len(earlier) and run_start - earlier["end"].iloc[0] <= gap:
-                # Continues an open incident of an earlier interval, whose row
-                # already counted the points before ``start``.
-                incident_start = earlier["start"].iloc[0]
-                counted = run[run["timestamp"] >= start]
-                points_before = int(earlier["points"].iloc[0] or 0)
-                if earlier["peak_score"].iloc[0] is not None and float(earlier["peak_score"].iloc[0]) >= peak_score:
-                    peak_timestamp, peak_score = earlier["peak_timestamp"].iloc[0], float(earlier["peak_score"].iloc[0])
-            contribution: dict[str, float] = {}
-            for errors in run["feature_errors"]:
-                for item in errors if errors is not None else []:
-                    if item["ratio"] is not None and item["ratio"] > 1.0:
-                        contribution[item["feature"]] = contribution.get(item["feature"], 0.0) + item["ratio"]
-            top = [name for name, _ in sorted(contribution.items(), key=lambda kv: (-kv[1], kv[0]))[:5]]
-            rows.append(
-                {
-                    "incident_id": incident_id(group, entity, incident_start),
-                    "entity": entity,
-                    "group": group,
-                    "model_version": run["model_version"].iloc[-1],
-                    "start": incident_start,
-                    "end": run_end,
-                    "peak_timestamp": peak_timestamp,
-                    "peak_score": peak_score,
-                    "points": points_before + int(len(counted)),
-                    "top_features": top,
-                    "open": bool(end - run_end <= gap),
-                }
-            )
+    anomalous = scores[scores["is_anomaly"].fillna(False).astype(bool)]
+    anomalous = anomalous.sort_values(["entity", "group", "timestamp"], kind="stable").reset_index(drop=True)
+    if anomalous.empty:
+        return pd.DataFrame(columns=schema.INCIDENTS.names)
+    # Runs: a new one starts where the (entity, group) changes or the time
+    # to the previous anomalous point exceeds ``gap``.
+    entities = anomalous["entity"].to_numpy(dtype=object)
+    groups = anomalous["group"].to_numpy(dtype=object)
+    times = pd.DatetimeIndex(anomalous["timestamp"]).as_unit("ns")
+    nanos = times.asi8
+    point_scores = anomalous["anomaly_score"].to_numpy(dtype=np.float64)
+    versions = anomalous["model_version"].to_numpy(dtype=object)
+    feature_errors = anomalous["feature_errors"].to_numpy(dtype=object)
+
+    new_series = np.ones(len(anomalous), dtype=bool)
+    new_series[1:] = (entities[1:] != entities[:-1]) | (groups[1:] != groups[:-1])
+    new_run = new_series.copy()
+    new_run[1:] |= np.diff(nanos) > gap.value
+    bounds = np.append(np.flatnonzero(new_run), len(anomalous))
+
+    earlier_rows = {}
+    if len(previous):
+        for row in previous.itertuples(index=False):
+            earlier_rows.setdefault((row.entity, row.group), row)
+    for first, stop in zip(bounds[:-1], bounds[1:]):
+        entity, group = entities[first], groups[first]
+        run_start, run_end = times[first], times[stop - 1]
+        if run_end < start:
+            continue  # lies wholly in the lookback: belongs to the previous interval
+        incident_start, points_counted, points_before = run_start, stop - first, 0
+        peak = first + int(np.nanargmax(point_scores[first:stop]))
+        peak_timestamp, peak_score = times[peak], float(point_scores[peak])
+        earlier = earlier_rows.get((entity, group))
+        if earlier is not None and run_start - earlier.end <= gap:
+            # Continues an open incident of an earlier interval, whose row
+            # already counted the points before ``start``.
+            incident_start = earlier.start
+            points_counted = int(np.count_nonzero(nanos[first:stop] >= start.value))
+            points_before = int(earlier.points or 0)
+            if earlier.peak_score is not None and float(earlier.peak_score) >= peak_score:
+                peak_timestamp, peak_score = earlier.peak_timestamp, float(earlier.peak_score)
+
+        contribution: dict[str, float] = {}
+        for errors in feature_errors[first:stop]:
+            for item in errors if errors is not None else []:
+                if item["ratio"] is not None and item["ratio"] > 1.0:
+                    contribution[item["feature"]] = contribution.get(item["feature"], 0.0) + item["ratio"]
+        top = [name for name, _ in sorted(contribution.items(), key=lambda kv: (-kv[1], kv[0]))[:5]]
+        rows.append(
+            {
+                "incident_id": incident_id(group, entity, incident_start),
+                "entity": entity,
+                "group": group,
+                "model_version": versions[stop - 1],
+                "start": incident_start,
+                "end": run_end,
+                "peak_timestamp": peak_timestamp,
+                "peak_score": peak_score,
+                "points": points_before + int(points_counted),
+                "top_features": top,
+                "open": bool(end - run_end <= gap),
+            }
+        )
     return pd.DataFrame(rows, columns=schema.INCIDENTS.names)
