@@ -114,9 +114,9 @@ def run_alerts(start, end, post=None, link: str | None = None, config_path: str 
 
     config, storage = context(config_path)
     candidates = incident_alerts(storage, start, end) + slo_violation_alerts(storage, start, end)
-    # Incidents of one entity and group closer than this are one incident:
-    # the merge distance of lstmae.pipeline.combine_interval (6 grid steps).
-    merge_gap = 6 * config.step_delta
+    # Incidents of one entity and group closer than this are one incident,
+    # as lstmae.pipeline.combine_interval merges them.
+    merge_gap = config.incident_merge_steps * config.step_delta
     return send_alerts(storage, candidates, post, merge_gap, link=link or os.environ.get("LSTMAE_ANOMALIES_URL"))
 
 

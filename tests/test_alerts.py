@@ -21,7 +21,7 @@ from lstmae import alerts
 from lstmae.lake import write_slice
 from lstmae.storage import LocalStorage
 
-GAP = pd.Timedelta("30min")  # six 5-minute steps, the combine step's merge distance
+GAP = pd.Timedelta("30min")  # merge distance passed to send_alerts by the library tests
 DAY = pd.Timestamp("2026-09-05T00:00:00Z")
 NEXT_DAY = DAY + pd.Timedelta(days=1)
 
@@ -69,7 +69,7 @@ def test_message_names_group_entity_start_peak_features(scored_lake, tmp_path):
     assert fields["*Peak*"].startswith(spike.peak_timestamp.strftime("%Y-%m-%d %H:%M UTC"))
     assert fields["*Features*"].split(", ")[0] == "cpu"
     assert fields["*Id*"] == spike.alert_id
-    assert "start 2026-09-05 10:" in message["text"]
+    assert f"start {spike.start:%Y-%m-%d %H:%M} UTC" in message["text"]
     assert message["blocks"][-1]["elements"][0]["text"] == "<http://127.0.0.1:8080/lstmae/|Open the anomalies page>"
 
 
@@ -236,10 +236,12 @@ def test_score_dag_posts_each_incident_once(scored_lake, tmp_path, webhook, run_
     assert sorted(incident_posts) == sorted(day_ids | next_ids)
     assert len(posted_ids) == len(set(posted_ids))
     assert {body["path"] for body in bodies} == {"/T000/B000/XXXX"}
-    spike = [body["body"]["text"] for body in bodies
-             if body["body"]["text"].startswith("lstmae incident on host-a") and "features cpu" in body["body"]["text"]]
+    expected_spike = spike_incident(storage)
+    spike = [body["body"]["text"] for posted, body in zip(posted_ids, bodies) if posted == expected_spike.alert_id]
     assert len(spike) == 1
-    assert "start 2026-09-05 10:00 UTC" in spike[0]
+    assert spike[0].startswith("lstmae incident on host-a")
+    assert f"start {expected_spike.start:%Y-%m-%d %H:%M} UTC" in spike[0]
+    assert "features cpu" in spike[0]
     slo_posts = [body for body in bodies if body["body"]["text"].startswith("lstmae SLO violation")]
     slo_ids = set(ds.dataset(storage.root / "slo_violations", format="parquet", partitioning="hive")
                   .to_table(filter=ds.field("date").isin([DAY.strftime("%Y-%m-%d"), NEXT_DAY.strftime("%Y-%m-%d")]))

@@ -75,9 +75,16 @@ def test_table_has_one_line_per_incident(scored_lake, capsys):
     assert lines[0] == f"{len(expected)} incidents, newest first:"
     assert lines[1].split()[:3] == ["start", "(UTC)", "end"]
     assert len(lines) == 2 + len(expected)
-    spike = [line for line in lines if "2026-09-05T10:00:00Z" in line and "host-a" in line]
+    spike_start, spike_end = pd.Timestamp("2026-09-05T10:00:00Z"), pd.Timestamp("2026-09-05T12:00:00Z")
+    spike = expected[(expected["entity"] == "host-a") & (expected["start"] < spike_end) & (expected["end"] >= spike_start)
+                     & expected["top_features"].map(lambda names: "cpu" in list(names))]
     assert len(spike) == 1
-    assert spike[0].rstrip().endswith("cpu") or "cpu," in spike[0]
+    row = spike.iloc[0]
+    line = [line for line in lines if row["incident_id"] in line]
+    assert len(line) == 1
+    assert line[0].split()[0] == row["start"].strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert line[0].split()[2] == "host-a"
+    assert line[0].split("  ")[-1].strip().split(", ") == list(row["top_features"])
 
 
 def test_limit_truncates_table(scored_lake, capsys):
