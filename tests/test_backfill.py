@@ -433,3 +433,49 @@ def test_unknown_score_schedule_is_import_error(tmp_path):
     assert len(parsed["import_errors"]) == 1
     message = next(iter(parsed["import_errors"].values()))
     assert "Invalid LSTMAE_SCORE_SCHEDULE 'hourly'" in message
+
+
+SLOTS_PROBE = r"""
+import json, sys
+from airflow.dag_processing.dagbag import DagBag
+
+bag = DagBag(dag_folder=sys.argv[1])
+score, train = bag.dags["lstmae_score"], bag.dags["lstmae_train"]
+print(json.dumps({
+    "score": [score.task_dict["score"].pool, score.task_dict["score"].pool_slots],
+    "train": [train.task_dict["train"].pool, train.task_dict["train"].pool_slots],
+}))
+"""
+
+THREADS_PROBE = r"""
+from lstmae.tasks import use_threads
+from lstmae.model import configure_tensorflow
+use_threads(2)
+configure_tensorflow()
+import tensorflow as tf
+print(tf.config.threading.get_intra_op_parallelism_threads(), tf.config.threading.get_inter_op_parallelism_threads())
+"""
+
+
+def test_slot_settings_size_pools_and_threads(tmp_path):
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("AIRFLOW", "LSTMAE_"))}
+    env.update(
+        AIRFLOW_HOME=str(tmp_path / "airflow"),
+        AIRFLOW__CORE__LOAD_EXAMPLES="False",
+        AIRFLOW__CORE__DAGS_FOLDER=str(ROOT / "dags"),
+        AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=f"sqlite:///{tmp_path / 'airflow.db'}",
+        LSTMAE_SCORE_SLOTS="3",
+        LSTMAE_TRAIN_SLOTS="2",
+        PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")])),
+        TF_CPP_MIN_LOG_LEVEL="2",
+    )
+    (tmp_path / "slots.py").write_text(SLOTS_PROBE)
+    parsed = subprocess.run([sys.executable, str(tmp_path / "slots.py"), str(ROOT / "dags")],
+                            capture_output=True, text=True, env=env, timeout=120)
+    assert parsed.returncode == 0, parsed.stderr[-3000:]
+    slots = json.loads(parsed.stdout.strip().splitlines()[-1])
+    assert slots["score"] == ["default_pool", 3]
+    assert slots["train"] == ["lstmae_training", 2]
+    threads = subprocess.run([sys.executable, "-c", THREADS_PROBE], capture_output=True, text=True, env=env, timeout=120)
+    assert threads.returncode == 0, threads.stderr[-3000:]
+    assert threads.stdout.split() == ["2", "2"]
