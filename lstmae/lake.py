@@ -170,7 +170,7 @@ def write_companion(storage: Storage, table: str, day, slice_start, slice_end, s
 
 
 def read_days(storage: Storage, table: str, start, end, group: str | None = None, time_column: str | None = None,
-              columns: list[str] | None = None, filters=None) -> pa.Table | None:
+              columns: list[str] | None = None, filters=None, read_dictionary: list[str] | None = None) -> pa.Table | None:
     """Read every slice file of the days ``[start, end)`` touches (all groups when ``group`` is None).
 
     Args:
@@ -184,12 +184,15 @@ def read_days(storage: Storage, table: str, start, end, group: str | None = None
             list of ``(column, op, value)`` tuples); default none. Rows are
             dropped batch by batch, so a file's unfiltered columns are never
             held whole in memory.
+        read_dictionary: columns to read as dictionary arrays (see
+            ``pyarrow.parquet.read_table``); default none.
     """
 
     def read(key: str) -> pa.Table:
-        if columns is None and filters is None:
+        if columns is None and filters is None and read_dictionary is None:
             return storage.read_parquet(key)
-        return pq.read_table(io.BytesIO(storage.read_bytes(key)), columns=columns, filters=filters)
+        return pq.read_table(io.BytesIO(storage.read_bytes(key)), columns=columns, filters=filters,
+                             read_dictionary=read_dictionary)
 
     tables = []
     for day, _, _ in day_slices(start, end):

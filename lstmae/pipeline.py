@@ -19,9 +19,9 @@ import pyarrow.compute as pc
 from lstmae import registry, schema
 from lstmae.config import Config
 from lstmae.frames import group_frames
-from lstmae.ingest import read_curated
+from lstmae.ingest import METRICS
 from lstmae.lake import day_slices, read_days, utc, write_slice
-from lstmae.scoring import score_frame
+from lstmae.scoring import batch_series_errors, score_series
 from lstmae.storage import Storage
 
 log = logging.getLogger(__name__)
@@ -33,6 +33,9 @@ ANOMALIES = "anomalies"
 INCIDENTS = "incidents"
 SLO_VIOLATIONS = "slo_violations"
 DRIFT_EVENTS = "drift_events"
+# Series scored together: their windows go through one predict call, and
+# their curated rows are read together. Memory of scoring grows with it.
+SCORE_BATCH_SERIES = 64
 # Grid points shown before and after an incident in its plot.
 PLOT_MARGIN_STEPS = 60
 
@@ -62,28 +65,35 @@ def score_group(storage: Storage, config: Config, group_name: str, start, end, v
     thresholds = entry.thresholds
     timesteps = entry.timesteps
     context = context_steps(timesteps, thresholds.config.smoothing, config.max_gap_steps) * config.step_delta
-    curated = read_curated(storage, start - context, end)
-    frames = group_frames(curated, group, entry.features, config, start - context, end)
-    model = registry.load_keras_model(storage, entry) if frames else None
-
-    point_frames, window_rows = [], []
+    slices = day_slices(start, end)
+    point_tables: dict[pd.Timestamp, list[pa.Table]] = {day: [] for day, _, _ in slices}
+    window_rows = []
+    model = None
     slo_limits = entry.metadata.get("slo_limits") or {}
-    for series, frame in sorted(frames.items()):
-        points, blocks = score_frame(model, entry.scaler, thresholds, frame, timesteps, start, end,
-                                     slo_limits=slo_limits.get(series))
-        if len(points):
-            points.insert(1, "entity", series)
-            point_frames.append(points)
-        for block in blocks:
-            window_rows.append(dict(block, entity=series))
+    for frames in _series_batches(storage, config, group, entry.features, start - context, end):
+        if model is None:
+            model = registry.load_keras_model(storage, entry)
+        names = sorted(frames)
+        results = batch_series_errors(model, entry.scaler, [frames[name] for name in names], timesteps)
+        tables = []
+        for series, result in zip(names, results):
+            points, blocks = score_series(model, entry.scaler, thresholds, frames[series], timesteps, start, end,
+                                          slo_limits=slo_limits.get(series), result=result)
+            if points.num_rows:
+                tables.append(points.add_column(1, "entity", pa.array([series] * points.num_rows, type=pa.string())))
+            for block in blocks:
+                window_rows.append(dict(block, entity=series))
+        del frames, results
+        if tables:
+            batch = pa.concat_tables(tables)
+            for day, slice_start, slice_end in slices:
+                point_tables[day].append(_between_table(batch, "timestamp", slice_start, slice_end))
 
-    scores = pd.concat(point_frames, ignore_index=True) if point_frames else pd.DataFrame()
     windows = pd.DataFrame(window_rows)
     summary = {"group": group.name, "model_version": entry.version, "rows": 0, "scored": 0, "anomalies": 0, "windows": 0}
-    for day, slice_start, slice_end in day_slices(start, end):
-        day_scores = _between(scores, "timestamp", slice_start, slice_end)
+    for day, slice_start, slice_end in slices:
+        scores_table = _scores_table(point_tables.pop(day), group.name, entry.version)
         day_windows = _between(windows, "window_end", slice_start, slice_end)
-        scores_table = _scores_table(day_scores, group.name, entry.version)
         windows_table = _windows_table(day_windows, group.name, entry.version)
         write_slice(storage, SCORES, day, slice_start, slice_end, scores_table, group=group.name)
         write_slice(storage, WINDOWS, day, slice_start, slice_end, windows_table, group=group.name)
@@ -95,6 +105,7 @@ def score_group(storage: Storage, config: Config, group_name: str, start, end, v
         summary["scored"] += scored
         summary["anomalies"] += flagged
         summary["windows"] += windows_table.num_rows
+        del scores_table
     summary["seconds"] = round(time.monotonic() - started, 2)
     log.info("Scored group %s %s..%s with %s: %d rows, %d scored, in %.2f s",
              group.name, start, end, entry.version, summary["rows"], summary["scored"], summary["seconds"])
@@ -107,12 +118,67 @@ def _between(frame: pd.DataFrame, column: str, start, end) -> pd.DataFrame:
     return frame[(frame[column] >= start) & (frame[column] < end)]
 
 
-def _scores_table(frame: pd.DataFrame, group: str, version: str) -> pa.Table:
-    if frame.empty:
+def _scores_table(tables: list[pa.Table], group: str, version: str) -> pa.Table:
+    """Concatenate point tables (columns of ``score_series`` plus ``entity``) into one ``scores`` slice.
+
+    Rows are sorted by timestamp and then entity; the sort is stable, so
+    rows of one entity and time keep their order.
+    """
+    tables = [table for table in tables if table.num_rows]
+    if not tables:
         return schema.SCORES.empty_table()
-    frame = frame.assign(group=group, model_version=version)
-    frame = frame.sort_values(["timestamp", "entity"], kind="stable")
-    return pa.Table.from_pandas(frame[schema.SCORES.names], schema=schema.SCORES, preserve_index=False)
+    table = pa.concat_tables(tables)
+    del tables
+    table = table.append_column("group", pa.array([group] * table.num_rows, type=pa.string()))
+    table = table.append_column("model_version", pa.array([version] * table.num_rows, type=pa.string()))
+    order = pc.sort_indices(table, sort_keys=[("timestamp", "ascending"), ("entity", "ascending")])
+    return table.select(schema.SCORES.names).take(order).cast(schema.SCORES)
+
+
+def _between_table(table: pa.Table, column: str, start, end) -> pa.Table:
+    time_type = table.schema.field(column).type
+    keep = pc.and_(pc.greater_equal(table[column], pa.scalar(start, type=time_type)),
+                   pc.less(table[column], pa.scalar(end, type=time_type)))
+    return table.filter(keep)
+
+
+def _series_batches(storage: Storage, config: Config, group, features: list[str], start, end):
+    """Yield the group's gridded series over ``[start, end)`` in batches of at most ``SCORE_BATCH_SERIES``.
+
+    Each batch reads only its own entities' curated rows of ``[start, end)``,
+    so memory depends on the batch size, not on the number of entities. A
+    ``nodes`` group has a single series and comes as one batch.
+
+    Yields:
+        ``{series: DataFrame}`` as :func:`lstmae.frames.group_frames` returns.
+    """
+    time_type = schema.CURATED.field("timestamp").type
+    in_range = (pc.field("timestamp") >= pa.scalar(start, type=time_type)) & (
+        pc.field("timestamp") < pa.scalar(end, type=time_type))
+    columns = ["timestamp", "entity", "metric", "value"]
+    if group.layout == "metrics":
+        found = read_days(storage, METRICS, start, end, time_column="timestamp", columns=["timestamp", "entity"],
+                          filters=in_range, read_dictionary=["entity"])
+        if found is None:
+            return
+        entities = sorted(set().union(*(set(chunk.dictionary.to_pylist()) for chunk in found["entity"].chunks)))
+        del found
+        if "*" not in group.entities:
+            entities = [entity for entity in entities if entity in set(group.entities)]
+        batches = [entities[i : i + SCORE_BATCH_SERIES] for i in range(0, len(entities), SCORE_BATCH_SERIES)]
+    else:
+        batches = [None if "*" in group.entities else sorted(group.entities)]
+    for batch in batches:
+        keep = in_range if batch is None else in_range & pc.field("entity").isin(batch)
+        table = read_days(storage, METRICS, start, end, time_column="timestamp", columns=columns, filters=keep)
+        if table is None or table.num_rows == 0:
+            continue
+        curated = table.to_pandas()
+        del table
+        frames = group_frames(curated, group, features, config, start, end)
+        del curated
+        if frames:
+            yield frames
 
 
 def _windows_table(frame: pd.DataFrame, group: str, version: str) -> pa.Table:

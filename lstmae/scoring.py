@@ -19,7 +19,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
+from lstmae import schema
 from lstmae.frames import missing_reasons
 from lstmae.scaler import Scaler
 from lstmae.slo import window_violations
@@ -66,26 +68,52 @@ def reconstruct(model, windows: np.ndarray, batch_size: int = 1024):
 
 def series_errors(model, scaler: Scaler, frame: pd.DataFrame, timesteps: int, batch_size: int = 1024) -> SeriesErrors:
     """Reconstruct every complete trailing window of ``frame`` and return the errors."""
-    values = frame.to_numpy(dtype=np.float64)
-    rows, features = values.shape
-    valid = ~np.isnan(values).any(axis=1)
-    scorable = trailing_window_ends(valid, timesteps)
-    ends = np.flatnonzero(scorable)
-    reconstruction = np.full((rows, features), np.nan)
-    prediction_errors = np.full((rows, features), np.nan)
-    if len(ends):
-        scaled = scaler.transform(np.where(np.isnan(values), 0.0, values))
-        windows = cut_windows(scaled, ends - timesteps + 1, timesteps)
-        restored, prediction = reconstruct(model, windows, batch_size)
-        reconstruction[ends] = scaler.inverse_transform(np.asarray(restored)[:, -1, :])
-        if prediction is not None:
-            # The window ending at row e forecasts row e + 1; keep forecasts of rows that exist.
-            forecast = scaler.inverse_transform(np.asarray(prediction)[:, 0, :])
-            targets = ends + 1
-            inside = targets < rows
-            prediction_errors[targets[inside]] = np.abs(values[targets[inside]] - forecast[inside])
-    errors = np.abs(values - reconstruction)
-    return SeriesErrors(frame.index, scorable, values, reconstruction, errors, prediction_errors)
+    return batch_series_errors(model, scaler, [frame], timesteps, batch_size)[0]
+
+
+def batch_series_errors(model, scaler: Scaler, frames: list[pd.DataFrame], timesteps: int,
+                        batch_size: int = 1024) -> list[SeriesErrors]:
+    """Return :func:`series_errors` of each of ``frames``, with one ``predict`` call for all of them.
+
+    The windows of every frame are concatenated, so a model call costs its
+    fixed overhead once per ``batch_size`` windows instead of once per series.
+    Memory grows with the total number of windows: about ``windows *
+    timesteps * features * 8`` bytes for the windows and the reconstruction.
+    """
+    prepared, windows = [], []
+    for frame in frames:
+        values = frame.to_numpy(dtype=np.float64)
+        valid = ~np.isnan(values).any(axis=1)
+        scorable = trailing_window_ends(valid, timesteps)
+        ends = np.flatnonzero(scorable)
+        if len(ends):
+            scaled = scaler.transform(np.where(np.isnan(values), 0.0, values))
+            windows.append(cut_windows(scaled, ends - timesteps + 1, timesteps))
+        prepared.append((values, scorable, ends))
+    restored_all = prediction_all = None
+    if windows:
+        restored_all, prediction_all = reconstruct(model, np.concatenate(windows) if len(windows) > 1 else windows[0],
+                                                   batch_size)
+        restored_all = np.asarray(restored_all)[:, -1, :]
+        if prediction_all is not None:
+            prediction_all = np.asarray(prediction_all)[:, 0, :]
+    results, offset = [], 0
+    for frame, (values, scorable, ends) in zip(frames, prepared):
+        rows, features = values.shape
+        reconstruction = np.full((rows, features), np.nan)
+        prediction_errors = np.full((rows, features), np.nan)
+        if len(ends):
+            reconstruction[ends] = scaler.inverse_transform(restored_all[offset : offset + len(ends)])
+            if prediction_all is not None:
+                # The window ending at row e forecasts row e + 1; keep forecasts of rows that exist.
+                forecast = scaler.inverse_transform(prediction_all[offset : offset + len(ends)])
+                targets = ends + 1
+                inside = targets < rows
+                prediction_errors[targets[inside]] = np.abs(values[targets[inside]] - forecast[inside])
+            offset += len(ends)
+        errors = np.abs(values - reconstruction)
+        results.append(SeriesErrors(frame.index, scorable, values, reconstruction, errors, prediction_errors))
+    return results
 
 
 def block_verdicts(
@@ -191,45 +219,73 @@ def score_frame(model, scaler: Scaler, thresholds: Thresholds, frame: pd.DataFra
     Returns:
         ``(points, blocks)``: one row per grid point of the interval with
         ``status`` ``"scored"`` or ``"unscorable"`` and a reason, and the block
-        verdicts of blocks ending in the interval.
+        verdicts of blocks ending in the interval. ``points`` has the columns
+        of :func:`score_series`; its ``feature_errors`` hold one dict per feature.
     """
-    result = series_errors(model, scaler, frame, timesteps)
+    points, blocks = score_series(model, scaler, thresholds, frame, timesteps, start, end, slo_limits)
+    return points.to_pandas(), blocks
+
+
+POINT_COLUMNS = ("timestamp", "status", "reason", "anomaly_score", "score_threshold", "is_anomaly", "early_warning_score",
+                 "feature_errors")
+
+
+def score_series(model, scaler: Scaler, thresholds: Thresholds, frame: pd.DataFrame, timesteps: int,
+                 start: pd.Timestamp, end: pd.Timestamp, slo_limits: dict[str, float] | None = None,
+                 result: SeriesErrors | None = None) -> tuple[pa.Table, list[dict]]:
+    """Score the points of ``frame`` in ``[start, end)`` as an Arrow table; earlier rows serve as context.
+
+    Args:
+        slo_limits: as in :func:`score_frame`.
+        result: the frame's :func:`series_errors`, when already computed (for
+            example by :func:`batch_series_errors`); default computed here.
+
+    Returns:
+        ``(points, blocks)``: ``points`` has the columns ``POINT_COLUMNS``
+        with the types of :data:`lstmae.schema.SCORES`, one row per grid
+        point of the interval; ``blocks`` as in :func:`score_frame`.
+    """
+    result = series_errors(model, scaler, frame, timesteps) if result is None else result
     ratios, scores, early_warning = point_scores(result, thresholds)
     point_anomaly = np.where(result.scorable, scores > thresholds.score_threshold, False)
-    reasons = missing_reasons(frame)
     in_range = (frame.index >= start) & (frame.index < end)
+    positions = np.flatnonzero(in_range)
+    scored = result.scorable[positions]
+    count, features = len(positions), list(frame.columns)
 
-    rows = []
-    features = list(frame.columns)
-    for position in np.flatnonzero(in_range):
-        if result.scorable[position]:
-            status, reason = "scored", None
-            feature_errors = [
-                {
-                    "feature": feature,
-                    "value": float(result.values[position, i]),
-                    "reconstruction": float(result.reconstruction[position, i]),
-                    "error": float(result.errors[position, i]),
-                    "threshold": float(thresholds.feature_thresholds[i]),
-                    "ratio": float(ratios[position, i]),
-                }
-                for i, feature in enumerate(features)
-            ]
-        else:
-            status = "unscorable"
-            reason = reasons.iloc[position] or f"insufficient history: fewer than {timesteps} complete rows before this point"
-            feature_errors = None
-        rows.append(
-            {
-                "timestamp": frame.index[position],
-                "status": status,
-                "reason": reason,
-                "anomaly_score": None if np.isnan(scores[position]) else float(scores[position]),
-                "score_threshold": thresholds.score_threshold,
-                "is_anomaly": bool(point_anomaly[position]) if status == "scored" else None,
-                "early_warning_score": None if np.isnan(early_warning[position]) else float(early_warning[position]),
-                "feature_errors": feature_errors,
-            }
-        )
+    reasons = missing_reasons(frame).to_numpy(dtype=object)[positions]
+    history = f"insufficient history: fewer than {timesteps} complete rows before this point"
+    reasons = np.where(scored, None, np.where(pd.isna(reasons), history, reasons))
+
+    # feature_errors: a list of one struct per feature on scored rows, null elsewhere.
+    rows = positions[scored]
+    width = len(features)
+    thresholds_per_feature = np.asarray(thresholds.feature_thresholds, dtype=np.float64)
+    children = [
+        pa.array(features, type=pa.string()).take(pa.array(np.tile(np.arange(width), len(rows)))),
+        *(pa.array(np.ascontiguousarray(array[rows]).reshape(-1), type=pa.float64(), from_pandas=True)
+          for array in (result.values, result.reconstruction, result.errors)),
+        pa.array(np.tile(thresholds_per_feature, len(rows)), type=pa.float64(), from_pandas=True),
+        pa.array(np.ascontiguousarray(ratios[rows]).reshape(-1), type=pa.float64(), from_pandas=True),
+    ]
+    structs = pa.StructArray.from_arrays(children, fields=list(schema.FEATURE_ERROR))
+    offsets = np.zeros(count + 1, dtype=np.int32)
+    offsets[1:] = np.cumsum(np.where(scored, width, 0))
+    feature_errors = pa.ListArray.from_arrays(pa.array(offsets), structs, type=schema.SCORES.field("feature_errors").type,
+                                              mask=pa.array(~scored))
+
+    stamps = pd.DatetimeIndex(frame.index[positions]).as_unit("ms")
+    points = pa.table(
+        {
+            "timestamp": pa.array(stamps, type=schema.TIMESTAMP),
+            "status": pa.array(np.where(scored, "scored", "unscorable"), type=pa.string()),
+            "reason": pa.array(reasons, type=pa.string()),
+            "anomaly_score": pa.array(scores[positions], type=pa.float64(), from_pandas=True),
+            "score_threshold": pa.array(np.full(count, thresholds.score_threshold, dtype=np.float64), type=pa.float64()),
+            "is_anomaly": pa.array(point_anomaly[positions].astype(bool), type=pa.bool_(), mask=~scored),
+            "early_warning_score": pa.array(early_warning[positions], type=pa.float64(), from_pandas=True),
+            "feature_errors": feature_errors,
+        }
+    )
     blocks = block_verdicts(model, scaler, thresholds, frame, timesteps, point_anomaly, ratios, start, end, slo_limits)
-    return pd.DataFrame(rows), blocks
+    return points, blocks
