@@ -49,7 +49,7 @@ ENTITIES.update({name: ("smd", "1min") for name in ("machine-1-6", "machine-2-1"
 DOCS = common.ROOT / "docs" / "detection.md"
 BEGIN, END = "<!-- bench/detection.py: begin -->", "<!-- bench/detection.py: end -->"
 COLUMNS = ("flagged_fraction", "point_f1", "best_f1", "point_adjusted_f1", "event_f1", "event_precision", "event_recall",
-           "false_alarms_per_day", "delay_steps_mean", "auc_pr", "hit_rate_100", "hit_rate_150")
+           "false_alarms_per_day", "delay_steps_mean", "auc_pr", "vus_pr", "hit_rate_100", "hit_rate_150")
 
 
 def run_entity(name: str, epochs: int, threshold: dict) -> dict:

@@ -161,6 +161,97 @@ def average_precision(labels: np.ndarray, scores: np.ndarray) -> float:
     return float(np.sum((recall - previous) * precision))
 
 
+def _soft_labels(labels: np.ndarray, segments: list[tuple[int, int]], buffer: int) -> np.ndarray:
+    """Labels widened by ``buffer // 2`` points on each side of every segment, with a falling weight.
+
+    A point ``k`` steps outside a segment gets ``sqrt(1 - k / buffer)``;
+    overlapping ramps are capped at 1.
+    """
+    soft = labels.astype(np.float64).copy()
+    length = len(soft)
+    for first, last in segments:
+        after = np.arange(last + 1, min(last + buffer // 2 + 1, length))
+        soft[after] += np.sqrt(1 - (after - last) / buffer)
+        before = np.arange(max(first - buffer // 2, 0), first)
+        soft[before] += np.sqrt(1 - (first - before) / buffer)
+    return np.minimum(soft, 1.0)
+
+
+def _widened_ranges(segments: list[tuple[int, int]], buffer: int, length: int) -> list[tuple[int, int]]:
+    """Segments widened by ``buffer // 2`` on each side, merged where they touch."""
+    ranges: list[tuple[int, int]] = []
+    for first, last in segments:
+        low, high = max(first - buffer // 2, 0), min(last + buffer // 2, length - 1)
+        if ranges and low <= ranges[-1][1]:
+            ranges[-1] = (ranges[-1][0], max(ranges[-1][1], high))
+        else:
+            ranges.append((low, high))
+    return ranges
+
+
+def vus_pr(labels: np.ndarray, scores: np.ndarray, max_buffer: int = 100, thresholds: int = 250) -> float:
+    """Volume under the range-based precision-recall surface (VUS-PR).
+
+    The measure of Paparrizos et al., "Volume Under the Surface: a new
+    accuracy evaluation measure for time-series anomaly detection" (PVLDB
+    15(11), 2022), computed as in the ``vus`` package 0.0.6 (TSB-AD's
+    version). For each buffer ``b`` in ``0..max_buffer``:
+
+    * every labelled segment is widened by ``b // 2`` points on each side,
+      where the label falls from 1 as ``sqrt(1 - k / b)`` with the distance
+      ``k`` to the segment;
+    * at each of ``thresholds`` thresholds (the scores at evenly spaced
+      ranks, highest first), the flagged points give ``TP``, the sum of the
+      labels they hit. Widened points count only where flagged, so
+      ``P' = P + (TP on widened points) / 2``. Precision is
+      ``TP / flagged``, and recall is ``min(1, TP / P')`` times the share of
+      widened segments that hold a flagged point;
+    * the range-based average precision is ``sum((R_j - R_{j-1}) * P_j)``,
+      starting from recall 0.
+
+    VUS-PR is the mean of that average precision over the buffers. NaN
+    scores rank lowest.
+
+    Args:
+        labels: ``(points,)`` 0/1.
+        scores: ``(points,)`` anomaly scores.
+        max_buffer: the largest buffer, in points. Default 100, the default
+            of TSB-AD's metric function.
+        thresholds: thresholds per curve. Default 250, as in TSB-AD.
+
+    Returns:
+        VUS-PR in ``[0, 1]``, or 0.0 when nothing is labelled.
+    """
+    labels = np.asarray(labels).astype(bool)
+    scores = np.asarray(scores, dtype=np.float64)
+    segments = label_segments(labels)
+    if not segments:
+        return 0.0
+    finite = np.isfinite(scores)
+    lowest = scores[finite].min() - 1.0 if finite.any() else 0.0
+    scores = np.where(finite, scores, lowest)
+    ranked = -np.sort(-scores)
+    cuts = ranked[np.linspace(0, len(scores) - 1, thresholds).astype(int)]
+    flagged = scores[None, :] >= cuts[:, None]  # (thresholds, points)
+    flagged_counts = flagged.sum(axis=1)
+    flagged_float = flagged.astype(np.float64)
+    running = np.concatenate([np.zeros((thresholds, 1), dtype=np.int64), np.cumsum(flagged, axis=1)], axis=1)
+    positives = labels.sum()
+    areas = []
+    for buffer in range(max_buffer + 1):
+        soft = _soft_labels(labels, segments, buffer)
+        true_positives = flagged_float @ soft
+        widened_hits = flagged_float @ np.where(labels, 0.0, soft)
+        ranges = _widened_ranges(segments, buffer, len(labels))
+        found = np.zeros(thresholds)
+        for low, high in ranges:
+            found += (running[:, high + 1] - running[:, low]) > 0
+        recall = np.minimum(true_positives / (positives + widened_hits / 2), 1.0) * found / len(ranges)
+        precision = true_positives / flagged_counts
+        areas.append(float(np.sum(np.diff(np.concatenate([[0.0], recall])) * precision)))
+    return float(np.mean(areas))
+
+
 @dataclass(frozen=True)
 class Event:
     """A time range ``[start, end]`` (both inclusive), labelled or predicted."""
@@ -299,6 +390,7 @@ def evaluate_series(
         "delay_steps_mean": float(np.mean(delays)) if delays else None,
         "delay_steps_median": float(np.median(delays)) if delays else None,
         "auc_pr": average_precision(labels, scores),
+        "vus_pr": vus_pr(labels, scores),
     }
     report["hit_rate"] = {str(p): None for p in HIT_RATE_PERCENTS}
     report["attribution_points"] = 0
@@ -327,6 +419,7 @@ SUMMARY_KEYS = (
     ("false_alarms_per_day", ("false_alarms_per_day",)),
     ("delay_steps_mean", ("delay_steps_mean",)),
     ("auc_pr", ("auc_pr",)),
+    ("vus_pr", ("vus_pr",)),
     ("hit_rate_100", ("hit_rate", "100")),
     ("hit_rate_150", ("hit_rate", "150")),
 )
@@ -335,6 +428,8 @@ SUMMARY_KEYS = (
 def _lookup(report: dict, path: tuple[str, ...]):
     if path == ("flagged_fraction",) and path[0] not in report:
         return _ratio(report["flagged_points"], report["points"])
+    if path == ("vus_pr",) and path[0] not in report:
+        return None  # reports written before VUS-PR was computed
     value = report
     for key in path:
         value = value[key]

@@ -96,6 +96,31 @@ def test_average_precision_perfect_and_no_labels():
     assert ev.average_precision(np.array([0, 0]), np.array([0.1, 0.2])) == 0.0
 
 
+def test_vus_pr_without_buffer_by_hand():
+    labels = np.array([0, 1, 1, 0])
+    scores = np.array([0.9, 0.8, 0.1, 0.2])
+    # Thresholds 0.9, 0.8, 0.2, 0.1: recall 0, 1/2, 1/2, 1 and precision 0, 1/2, 1/3, 1/2.
+    # Range AP = 1/2 * 1/2 + 1/2 * 1/2 = 0.5; buffers 0 and 1 widen nothing.
+    assert ev.vus_pr(labels, scores, max_buffer=1, thresholds=4) == pytest.approx(0.5)
+
+
+def test_vus_pr_with_buffer_by_hand():
+    labels = np.array([0, 1, 1, 0])
+    scores = np.array([0.9, 0.8, 0.1, 0.2])
+    # Buffer 2 widens the segment by one point each side with label r = sqrt(1 - 1/2).
+    # Flagged widened points count half in P' = 2 + hits / 2.
+    r = np.sqrt(0.5)
+    p_one, p_two = 2 + r / 2, 2 + r
+    recalls = [r / p_one, (1 + r) / p_one, (1 + 2 * r) / p_two, 1.0]
+    precisions = [r, (1 + r) / 2, (1 + 2 * r) / 3, (2 + 2 * r) / 4]
+    area = sum((high - low) * precision for low, high, precision in zip([0.0] + recalls[:-1], recalls, precisions))
+    assert ev.vus_pr(labels, scores, max_buffer=2, thresholds=4) == pytest.approx((0.5 + 0.5 + area) / 3)
+
+
+def test_vus_pr_no_labels():
+    assert ev.vus_pr(np.array([0, 0, 0]), np.array([0.1, 0.2, 0.3])) == 0.0
+
+
 def test_event_metrics_overlap_rules():
     t = times(20)
     labelled = [ev.Event(t[2], t[4]), ev.Event(t[10], t[12]), ev.Event(t[16], t[17])]
