@@ -1041,8 +1041,8 @@ def _add_evaluate(subparsers, common) -> None:
             "anomaly) and print, per entity and averaged: point-wise precision, recall and F1 at the\n"
             "product's own threshold, the best F1 over all thresholds, point-adjusted F1, event-wise\n"
             "precision, recall and F1 of the incidents, the detection delay, false alarms per normal day,\n"
-            "the area under the precision-recall curve and, with --interpretation, the attribution\n"
-            "HitRate@100%% and @150%%. Scores come from the lake over --start/--end, or from --scores."
+            "the area under the precision-recall curve, VUS-PR and, with --interpretation, the attribution\n"
+            "HitRate@100% and @150%. Scores come from the lake over --start/--end, or from --scores."
         ),
         epilog=("examples:\n  lstmae evaluate --labels labels.csv.gz --start 2026-10-01 --end 2026-10-16\n"
                 "  lstmae evaluate --scores scores.parquet --labels labels.csv --interpretation interpretation.csv "
