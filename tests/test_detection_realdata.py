@@ -4,7 +4,7 @@ Each entity is trained (10 epochs, seed 42), its test period scored and
 combined in a ``file://`` lake, and the lake's scores and incidents evaluated
 against the experts' labels. The floors sit below the values measured with
 these settings (see ``FLOORS``), with margin for run-to-run noise of
-TensorFlow on other processors; a drop below one means the default detection
+TensorFlow on other processors. A drop below one means the default detection
 got worse. ``bench/detection.py`` measures all eleven entities with 20 epochs.
 """
 

@@ -205,8 +205,8 @@ def test_evaluate_scores_from_parquet(tmp_path):
     frame = ev.read_scores(str(path))
     report = ev.evaluate_scores(frame, labels, interpretation, merge_steps=1)
     entity = report["entities"]["host-1"]
-    assert entity["point"]["tp"] == 2 and entity["point"]["fp"] == 1 and entity["point"]["fn"] == 1
-    assert entity["event"]["tp"] == 1 and entity["event"]["fp"] == 1
+    assert (entity["point"]["tp"], entity["point"]["fp"], entity["point"]["fn"]) == (2, 1, 1)
+    assert (entity["event"]["tp"], entity["event"]["fp"]) == (1, 1)
     # Two flagged labelled points, each ranking a, b, c: @100 % top-2 {a, b} hits 1 of 2.
     assert entity["attribution_points"] == 2
     assert entity["hit_rate"]["100"] == pytest.approx(0.5)

@@ -79,13 +79,13 @@ def test_gap_between_windows_breaks_the_run():
 
 def test_run_across_intervals_keeps_its_id():
     windows = windows_table([[], ["cpu"], ["cpu"], ["cpu"], ["cpu"], ["cpu"], []])
-    split = T0 + 4 * 3 * STEP  # the first interval holds windows 0..3
+    split = T0 + 4 * 3 * STEP  # the first interval contains windows 0..3
     first = slo.violations(windows[windows["window_end"] < split], T0, split, STEP)
     assert len(first) == 1
     assert bool(first.iloc[0]["open"])
     assert first.iloc[0]["windows"] == 3
 
-    # The second interval sees only one window before it, plus the open row.
+    # The second interval reads only one window before it, plus the open row.
     second_part = windows[windows["window_end"] >= split - 3 * STEP]
     second = slo.violations(second_part, split, T0 + 7 * 3 * STEP, STEP, previous=first)
     assert len(second) == 1
