@@ -46,7 +46,7 @@ import pyarrow.compute as pc
 from lstmae import schema
 from lstmae.config import Config
 from lstmae.formats import ParseError, parse_object
-from lstmae.formats.common import MS_PER_DAY, NOT_IN_LANDING_DAY, Parsed
+from lstmae.formats.common import MS_PER_DAY, NOT_IN_LANDING_DAY, PARSER_FAILURE, Parsed, text_codes
 from lstmae.lake import day_slices, read_days, utc as _utc, write_companion, write_slice
 from lstmae.storage import Storage
 
@@ -57,7 +57,6 @@ METRICS = "metrics"
 QUARANTINE = "quarantine"
 REPORT_STEM = "_ingest_report"
 TEMPORARY_OBJECT = "temporary object of an unfinished upload (_temporary/)"
-PARSER_FAILURE = "parser failure"
 VANISHED_OBJECT = "deleted between listing and reading"
 _LISTED_OBJECTS = 200  # objects listed by name in a report; the counts are always complete
 
@@ -87,10 +86,17 @@ class IngestReport:
         rows_curated: samples written to the curated partitions.
         rows_deduplicated: samples dropped as duplicates (an earlier sample of
             the same entity, metric and timestamp).
+        rows_deduplicated_other_labels: of rows_deduplicated, samples whose
+            labels differ from those of the sample kept (the same key from
+            two objects with other labels; within one object such samples
+            are quarantined instead).
         rows_quarantined: samples written to the quarantine table.
         quarantined_by_reason: rows_quarantined per reason.
         rows_other_intervals: good samples of the landing folders that belong
             to another interval; not part of rows_read.
+        rows_in_failed_objects: records held by objects quarantined whole
+            as ``parser failure``, where they could be counted; not part of
+            rows_read, because none of them was read as a sample.
         partitions: curated rows per day.
         quarantined_objects, skipped_objects: ``{"key", "reason"}`` of the
             first 200 objects each.
@@ -109,9 +115,11 @@ class IngestReport:
     rows_read: int = 0
     rows_curated: int = 0
     rows_deduplicated: int = 0
+    rows_deduplicated_other_labels: int = 0
     rows_quarantined: int = 0
     quarantined_by_reason: dict[str, int] = field(default_factory=dict)
     rows_other_intervals: int = 0
+    rows_in_failed_objects: int = 0
     partitions: dict[str, int] = field(default_factory=dict)
     quarantined_objects: list[dict] = field(default_factory=list)
     skipped_objects: list[dict] = field(default_factory=list)
@@ -218,13 +226,14 @@ def ingest_interval(storage: Storage, config: Config, start, end) -> IngestRepor
     # listing order, so the outcome does not depend on the number of threads.
     with ThreadPoolExecutor(max_workers=_threads()) as pool:
         loaded = pool.map(lambda entry: _load(storage, entry[2], config), exports)
-        for (folder, own, key), (parsed, reason, detail) in zip(exports, loaded):
+        for (folder, own, key), (parsed, reason, detail, held) in zip(exports, loaded):
             if parsed is None:
                 if own and reason == VANISHED_OBJECT:
                     report._skip_object(key, reason)
                 elif own:
                     log.warning("Quarantined %s: %s%s", key, reason, f" ({detail})" if detail else "")
                     report._quarantine_object(key, reason, detail)
+                    report.rows_in_failed_objects += held or 0
                     quarantine.add(folder, key, None, reason, detail or None)
                 continue
             report.objects_by_format[parsed.format] = report.objects_by_format.get(parsed.format, 0) + 1
@@ -266,8 +275,8 @@ def _threads() -> int:
     return min(8, os.cpu_count() or 1)
 
 
-def _load(storage: Storage, key: str, config: Config) -> tuple[Parsed | None, str, str]:
-    """Read and parse one object; return ``(parsed, "", "")`` or ``(None, reason, detail)``.
+def _load(storage: Storage, key: str, config: Config) -> tuple[Parsed | None, str, str, int | None]:
+    """Read and parse one object; return ``(parsed, "", "", None)`` or ``(None, reason, detail, records held)``.
 
     Storage errors other than a vanished object propagate: the run fails and
     is retried, because a missing read must not look like a bad export.
@@ -276,14 +285,14 @@ def _load(storage: Storage, key: str, config: Config) -> tuple[Parsed | None, st
         data = storage.read_bytes(key)
     except FileNotFoundError:
         log.warning("Skipped %s: deleted between listing and reading", key)
-        return None, VANISHED_OBJECT, ""
+        return None, VANISHED_OBJECT, "", None
     try:
-        return parse_object(key, data, config), "", ""
+        return parse_object(key, data, config), "", "", None
     except ParseError as error:
-        return None, error.reason, error.detail
+        return None, error.reason, error.detail, error.rows
     except Exception as error:  # a parser bug must not stop the other objects of the interval
         log.exception("Parser failed on %s", key)
-        return None, PARSER_FAILURE, f"{type(error).__name__}: {error}"[:500]
+        return None, PARSER_FAILURE, f"{type(error).__name__}: {error}"[:500], None
 
 
 def _route(parsed: Parsed, key: str, folder, own: bool, late_days: int, start_ms: int, end_ms: int, report, quarantine) -> pa.Table:
@@ -354,18 +363,45 @@ def _deduplicate(tables: list[pa.Table], report: IngestReport) -> pa.Table:
     same_as_next = (entity_codes[1:] == entity_codes[:-1]) & (metric_codes[1:] == metric_codes[:-1]) & (millis[1:] == millis[:-1])
     duplicates = int(same_as_next.sum())
     if duplicates:
+        report.rows_deduplicated_other_labels = _other_labels(table, same_as_next)
         # The sort is stable, so the last of equal keys is the last sample read.
         table = table.filter(pa.array(~np.append(same_as_next, False)))
     report.rows_deduplicated = duplicates
     return table
 
 
+def _other_labels(table: pa.Table, same_as_next: np.ndarray) -> int:
+    """Count (and log) the duplicates whose labels differ from the sample kept; the table is sorted by key."""
+    dropped = np.flatnonzero(same_as_next)
+    is_last = ~np.append(same_as_next, False)
+    group = np.concatenate([[0], np.cumsum(is_last[:-1])])
+    kept = np.flatnonzero(is_last)[group[dropped]]
+    labels = table.column("labels")
+    mine = labels.take(pa.array(dropped)).cast(pa.string())
+    theirs = labels.take(pa.array(kept)).cast(pa.string())
+    differ = pc.fill_null(pc.not_equal(mine, theirs), True)
+    both_null = pc.and_(pc.is_null(mine), pc.is_null(theirs))
+    differ = np.asarray(pc.and_(differ, pc.invert(both_null)).to_numpy(zero_copy_only=False))
+    count = int(differ.sum())
+    if count:
+        first = int(np.flatnonzero(differ)[0])
+        log.warning(
+            "%d duplicate samples carry other labels than the sample kept, e.g. %s (%s) and %s (%s) for %s %s: "
+            "distinct series whose metric name is the same; include the label that tells them apart in the metric "
+            "name template (ingest.metric_name, influx_metric_name or cloudwatch_metric_name)",
+            count, mine[first].as_py(), table.column("source")[int(dropped[first])].as_py(), theirs[first].as_py(),
+            table.column("source")[int(kept[first])].as_py(), table.column("entity")[int(dropped[first])].as_py(),
+            table.column("metric")[int(dropped[first])].as_py(),
+        )
+    return count
+
+
 def _sorted_codes(array: pa.DictionaryArray) -> tuple[np.ndarray, pa.DictionaryArray]:
-    """Codes into a sorted dictionary without duplicates (names are compared as text)."""
-    values = np.asarray(array.dictionary.to_pylist(), dtype=object)
-    unique, inverse = np.unique(values.astype(str), return_inverse=True)
-    codes = inverse.astype(np.int32)[array.indices.to_numpy(zero_copy_only=False)]
-    return codes, pa.DictionaryArray.from_arrays(pa.array(codes, type=pa.int32()), pa.array(unique.tolist(), type=pa.string()))
+    """Codes into a sorted dictionary without duplicates (names are compared as Arrow strings, code point order)."""
+    codes = text_codes(array)
+    distinct = pc.unique(array.dictionary.cast(pa.string()).drop_null())
+    distinct = distinct.take(pc.sort_indices(distinct))
+    return codes, pa.DictionaryArray.from_arrays(pa.array(codes, type=pa.int32()), distinct)
 
 
 def _is_sorted(entity: np.ndarray, metric: np.ndarray, millis: np.ndarray) -> bool:
@@ -400,6 +436,8 @@ def _check_counts(report: IngestReport) -> None:
 
 
 def _log_report(report: IngestReport) -> None:
+    if report.rows_in_failed_objects:
+        log.warning("%d records of objects quarantined as parser failures were not read", report.rows_in_failed_objects)
     log.info(
         "Ingested %s..%s: %d objects (%s), %d rows read, %d curated, %d deduplicated, %d quarantined, "
         "%d objects quarantined, %d skipped, %d rows of other intervals, in %.2f s",

@@ -25,12 +25,14 @@ import bz2
 import gzip
 import json
 import lzma
+import io
 import logging
+import os
 import posixpath
 import re
 import zlib
 
-from lstmae.formats.common import ParseError, Parsed, Rejects, format_extension
+from lstmae.formats.common import PARSER_FAILURE, ParseError, Parsed, Rejects, finish, format_extension
 
 log = logging.getLogger(__name__)
 
@@ -45,26 +47,68 @@ _MARKUP = (b"<!doctype", b"<html", b"<?xml", b"<head", b"<body", b"<error", b"<t
 
 
 _COMPRESSION = ((b"\x1f\x8b", "gzip"), (b"BZh", "bzip2"), (b"\xfd7zXZ\x00", "xz"), (b"\x28\xb5\x2f\xfd", "zstd"))
+MAX_LAYERS = 3
+# Unpacked bytes allowed per object; ``$LSTMAE_INGEST_MAX_UNPACKED_BYTES`` overrides it.
+DEFAULT_MAX_UNPACKED_BYTES = 2 << 30
+TOO_MANY_LAYERS = f"too many nested compression layers (max {MAX_LAYERS})"
+TOO_LARGE_UNPACKED = "unpacked size over the limit"
 
 
-def decompress(key: str, data: bytes) -> bytes:
+def max_unpacked_bytes() -> int:
+    """Most bytes one object may unpack to: ``$LSTMAE_INGEST_MAX_UNPACKED_BYTES``, default 2 GiB.
+
+    Raises:
+        ValueError: the variable is set but is no positive integer.
+    """
+    setting = os.environ.get("LSTMAE_INGEST_MAX_UNPACKED_BYTES")
+    if not setting:
+        return DEFAULT_MAX_UNPACKED_BYTES
+    try:
+        limit = int(setting)
+    except ValueError:
+        limit = 0
+    if limit <= 0:
+        raise ValueError(
+            f"Invalid LSTMAE_INGEST_MAX_UNPACKED_BYTES {setting!r}: expected a positive number of bytes, e.g. 4294967296 for 4 GiB."
+        )
+    return limit
+
+
+def decompress(key: str, data: bytes, limit: int | None = None) -> bytes:
     """Return ``data`` unpacked when it starts with the magic bytes of gzip, bzip2, xz or zstd.
 
     The name does not matter, and up to three nested layers are unpacked
     (a gzip export that a delivery stream compressed once more).
 
+    Args:
+        key: the landing key (for messages only).
+        data: the object's bytes.
+        limit: most bytes any layer may unpack to; None for
+            :func:`max_unpacked_bytes` (2 GiB by default).
+
     Raises:
-        ParseError: the compressed stream is corrupt or truncated, or the
+        ParseError: the compressed stream is corrupt or truncated, unpacks to
+            more than ``limit`` bytes, has more than three layers, or the
             object is a ZIP archive.
     """
-    for _ in range(3):
+    limit = max_unpacked_bytes() if limit is None else limit
+    for layer in range(MAX_LAYERS + 1):
         kind = next((name for magic, name in _COMPRESSION if data.startswith(magic)), None)
         if kind is None:
             break
+        if layer == MAX_LAYERS:
+            raise ParseError(TOO_MANY_LAYERS, f"{posixpath.basename(key)!r} is still {kind}-compressed after {MAX_LAYERS} layers; unpack it before landing")
+        size = len(data)
         try:
-            data = _unpack(kind, data)
+            data = _unpack(kind, data, limit)
         except (OSError, EOFError, ValueError, zlib.error, lzma.LZMAError) as error:
             raise ParseError(f"corrupt or truncated {kind}", str(error).splitlines()[0][:200]) from None
+        if len(data) > limit:
+            raise ParseError(
+                TOO_LARGE_UNPACKED,
+                f"{size:,} {kind} bytes unpack to more than {limit:,} bytes (a decompression bomb, or an export too large "
+                "for one object): split the export, or raise LSTMAE_INGEST_MAX_UNPACKED_BYTES",
+            )
     if data.startswith(b"PK\x03\x04"):
         raise ParseError("ZIP archive instead of an export", "unpack it before landing; gzip, bzip2, xz and zstd are read")
     if key.lower().endswith(".gz") and data[:2] != b"\x1f\x8b":
@@ -72,16 +116,23 @@ def decompress(key: str, data: bytes) -> bytes:
     return data
 
 
-def _unpack(kind: str, data: bytes) -> bytes:
+def _unpack(kind: str, data: bytes, limit: int) -> bytes:
+    """Unpack one layer, reading at most ``limit + 1`` bytes so that a bomb stops early."""
     if kind == "gzip":
-        return gzip.decompress(data)
+        return _read_limited(gzip.GzipFile(fileobj=io.BytesIO(data)), limit)
     if kind == "bzip2":
-        return bz2.decompress(data)
+        return _read_limited(bz2.BZ2File(io.BytesIO(data)), limit)
     if kind == "xz":
-        return lzma.decompress(data)
+        return _read_limited(lzma.LZMAFile(io.BytesIO(data)), limit)
     import pyarrow as pa
 
-    return pa.input_stream(pa.BufferReader(data), compression="zstd").read()
+    with pa.input_stream(pa.BufferReader(data), compression="zstd") as stream:
+        return stream.read(limit + 1)
+
+
+def _read_limited(stream, limit: int) -> bytes:
+    with stream:
+        return stream.read(limit + 1)
 
 
 def _utf8(text: bytes) -> bytes:
@@ -148,12 +199,27 @@ def parse_object(key: str, data: bytes, config) -> Parsed:
         config: the :class:`~lstmae.config.Config`.
 
     Raises:
-        ParseError: the object as a whole is unusable; it is quarantined.
+        ParseError: the object as a whole is unusable; it is quarantined. A
+            parser bug is raised as the reason :data:`PARSER_FAILURE` with
+            ``rows`` set to the records the object held where they can be
+            counted (lines of text, rows of Parquet).
     """
     if not data:
         raise ParseError("empty object", "zero bytes")
     text = _utf8(decompress(key, data))
     kind = detect_format(key, text, config)
+    try:
+        return finish(_parse(key, text, kind, config))
+    except ParseError:
+        raise
+    except Exception as error:  # a parser bug must not stop the other objects, nor hide how many rows it held
+        log.exception("Parser failed on %s", key)
+        rows = _count_records(kind, text)
+        held = f"; the object held {rows:,} records, none of them read" if rows is not None else ""
+        raise ParseError(PARSER_FAILURE, f"{type(error).__name__}: {error}"[:400] + held, rows=rows) from None
+
+
+def _parse(key: str, text: bytes, kind: str, config) -> Parsed:
     if kind == "parquet":
         from lstmae.formats.parquet import parse_parquet
 
@@ -171,6 +237,20 @@ def parse_object(key: str, data: bytes, config) -> Parsed:
 
         return parse_influx(key, decoded, config)
     return _parse_json(key, decoded, config)
+
+
+def _count_records(kind: str, text: bytes) -> int | None:
+    """Records of an object a parser failed on: Parquet rows, else non-blank lines (less a CSV header)."""
+    try:
+        if kind == "parquet":
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            return pq.ParquetFile(pa.BufferReader(text)).metadata.num_rows
+        lines = sum(1 for line in text.splitlines() if line.strip())
+        return max(lines - 1, 0) if kind == "csv" else lines
+    except Exception:  # the count is a courtesy; the failure itself is already reported
+        return None
 
 
 def _parse_json(key: str, text: str, config) -> Parsed:

@@ -30,6 +30,7 @@ from lstmae.formats.common import (
     SampleBuilder,
     epoch_to_ms,
     labels_json,
+    to_float,
 )
 
 MISSING_STATISTIC = "statistic missing from the record's value: set ingest.cloudwatch_statistic"
@@ -48,14 +49,17 @@ def statistic(value: dict, name: str) -> tuple[float | None, str | None]:
             return None, MISSING_STATISTIC
         if count == 0:
             return None, ZERO_COUNT
-        number = float(total) / float(count)
+        total, count = to_float(total), to_float(count)
+        if math.isinf(total) or math.isinf(count):
+            return None, INFINITE_VALUE
+        number = total / count
     else:
         number = value.get(name)
         if number is None:
             return None, MISSING_STATISTIC
         if not _is_number(number):
             return None, NOT_A_NUMBER
-        number = float(number)
+        number = to_float(number)
     if math.isinf(number):
         return None, INFINITE_VALUE
     return number, None
@@ -74,37 +78,42 @@ def parse_cloudwatch(key: str, records, config) -> Parsed:
     settings = config.ingest
     builder = SampleBuilder(config, "cloudwatch")
     for line, record, raw in records:
-        if not isinstance(record, dict):
-            builder.rejects.add(line, f"{MALFORMED_RECORD}: not a JSON object", raw[:500])
-            continue
-        namespace, metric_name, value = record.get("namespace"), record.get("metric_name"), record.get("value")
-        dimensions = record.get("dimensions") or {}
-        if not isinstance(namespace, str) or not isinstance(metric_name, str) or not isinstance(value, dict) or not isinstance(dimensions, dict):
-            builder.rejects.add(line, f"{MALFORMED_RECORD}: needs namespace, metric_name, dimensions and a value object", raw[:500])
-            continue
-        fields = {str(k): str(v) for k, v in dimensions.items()}
-        labels = dict(fields)
-        for name in ("namespace", "unit", "region", "account_id"):
-            if isinstance(record.get(name), str):
-                labels[name] = record[name]
-        entity, metric, reason = builder.resolve(_fields(fields, record), settings.cloudwatch_metric_name)
-        if reason is not None:
-            builder.rejects.add(line, reason, raw[:500])
-            continue
-        stamp = record.get("timestamp")
-        if not _is_number(stamp):
-            builder.rejects.add(line, UNPARSEABLE_TIMESTAMP, raw[:500])
-            continue
-        millis, ok = epoch_to_ms(np.array([stamp], dtype=np.float64), "ms")
-        if not ok[0]:
-            builder.rejects.add(line, TIMESTAMP_OUT_OF_RANGE, raw[:500])
-            continue
-        number, reason = statistic(value, settings.cloudwatch_statistic)
-        if reason is not None:
-            builder.rejects.add(line, reason, raw[:500])
-            continue
-        builder.add_sample(entity, metric, labels_json(labels), int(millis[0]), number)
+        builder.guard(key, line, raw, 1, lambda: _add_record(builder, settings, line, record, raw))
     return builder.parsed()
+
+
+def _add_record(builder: SampleBuilder, settings, line: int, record, raw: str) -> None:
+    """Add the sample of one record, or reject it."""
+    if not isinstance(record, dict):
+        builder.rejects.add(line, f"{MALFORMED_RECORD}: not a JSON object", raw[:500])
+        return
+    namespace, metric_name, value = record.get("namespace"), record.get("metric_name"), record.get("value")
+    dimensions = record.get("dimensions") or {}
+    if not isinstance(namespace, str) or not isinstance(metric_name, str) or not isinstance(value, dict) or not isinstance(dimensions, dict):
+        builder.rejects.add(line, f"{MALFORMED_RECORD}: needs namespace, metric_name, dimensions and a value object", raw[:500])
+        return
+    fields = {str(k): str(v) for k, v in dimensions.items()}
+    labels = dict(fields)
+    for name in ("namespace", "unit", "region", "account_id"):
+        if isinstance(record.get(name), str):
+            labels[name] = record[name]
+    entity, metric, reason = builder.resolve(_fields(fields, record), settings.cloudwatch_metric_name)
+    if reason is not None:
+        builder.rejects.add(line, reason, raw[:500])
+        return
+    stamp = record.get("timestamp")
+    if not _is_number(stamp):
+        builder.rejects.add(line, UNPARSEABLE_TIMESTAMP, raw[:500])
+        return
+    millis, ok = epoch_to_ms(np.array([to_float(stamp)], dtype=np.float64), "ms")
+    if not ok[0]:
+        builder.rejects.add(line, TIMESTAMP_OUT_OF_RANGE, raw[:500])
+        return
+    number, reason = statistic(value, settings.cloudwatch_statistic)
+    if reason is not None:
+        builder.rejects.add(line, reason, raw[:500])
+        return
+    builder.add_sample(entity, metric, labels_json(labels), int(millis[0]), number)
 
 
 def _fields(dimensions: dict, record: dict) -> dict:

@@ -10,6 +10,8 @@ stores.
 from __future__ import annotations
 
 import json
+import logging
+import math
 import re
 from dataclasses import dataclass, field
 
@@ -17,6 +19,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+
+log = logging.getLogger(__name__)
 
 # Reasons of rejected samples. Counts in the ingest report are keyed by them.
 MISSING_TIMESTAMP = "missing timestamp"
@@ -32,6 +36,9 @@ NO_ENTITY_LABEL = "no entity: none of ingest.entity_labels is set"
 MISSING_METRIC = "missing metric name"
 MISSING_TEMPLATE_FIELD = "metric name template field missing from the labels"
 MALFORMED_RECORD = "malformed record"
+CONTROL_CHARACTER = "control character in the entity or metric name"
+LABEL_CONFLICT = "another series with other labels has the same entity, metric and timestamp"
+PARSER_FAILURE = "parser failure"
 NOT_IN_LANDING_DAY = "timestamp not in the landing day: check the exporter's clock and date folder, the epoch unit, or ingest.late_days"
 
 # Text read as a missing value (curated as null). The CSV reader receives the
@@ -42,9 +49,20 @@ MS_PER_DAY = 86_400_000
 _FIRST_MS = int(pd.Timestamp("1900-01-01", tz="UTC").value // 1_000_000)
 _LAST_MS = int(pd.Timestamp("2200-01-01", tz="UTC").value // 1_000_000)
 _NS_PER = {"s": 1_000_000_000, "ms": 1_000_000, "us": 1_000, "ns": 1}
-_NUMBER = re.compile(r"^[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?$")
-_INTEGER = r"^[+-]?\d+$"
-_ZONE_SUFFIX = r"\d{2}:\d{2}(?::\d{2}(?:[.,]\d+)?)?\s*(?:[Zz]|UTC|GMT|[+-]\d{2}(?::?\d{2})?)$"
+# Only ASCII digits are numbers, on the fast path (Arrow) and the slow path (Python) alike.
+_NUMBER = re.compile(r"^[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?$")
+_INTEGER = r"^[+-]?[0-9]+$"
+# A time of day (extended 10:00:00 or basic 100000) followed by a zone designator.
+_ZONE_SUFFIX = r"[0-9]{2}:?[0-9]{2}(?::?[0-9]{2}(?:[.,][0-9]+)?)?\s*(?:[Zz]|UTC|GMT|[+-][0-9]{2}(?::?[0-9]{2})?)$"
+_CONTROL = r"[\x00-\x1f\x7f]"
+_INT64_MAX = 2**63 - 1
+# The setting that names the metric of each labelled format, for label conflicts.
+_TEMPLATE_SETTING = {
+    "prometheus": "ingest.metric_name",
+    "victoriametrics": "ingest.metric_name",
+    "influx": "ingest.influx_metric_name",
+    "cloudwatch": "ingest.cloudwatch_metric_name",
+}
 _TEMPLATE_FIELD = re.compile(r"\{([^{}]+)\}")
 
 CURATED_TYPE = pa.schema(
@@ -78,12 +96,15 @@ class ParseError(ValueError):
     Attributes:
         reason: the category, one short phrase (counted in the ingest report).
         detail: what exactly was found, with the value where it helps.
+        rows: samples or records the object held, where they could be
+            counted (a parser failure), else None.
     """
 
-    def __init__(self, reason: str, detail: str = ""):
+    def __init__(self, reason: str, detail: str = "", rows: int | None = None):
         super().__init__(f"{reason}: {detail}" if detail else reason)
         self.reason = reason
         self.detail = detail
+        self.rows = rows
 
 
 @dataclass
@@ -99,6 +120,12 @@ class Rejects:
             self.lines.append(line)
             self.reasons.append(reason)
             self.raws.append(raw)
+
+    def extend(self, reasons: list[str], raws: list[str | None]) -> None:
+        """Add samples of unknown record number, one reason and raw text each."""
+        self.lines.extend([None] * len(reasons))
+        self.reasons.extend(reasons)
+        self.raws.extend(raws)
 
     def __len__(self) -> int:
         return len(self.reasons)
@@ -301,10 +328,18 @@ def parse_timestamps(values: pa.Array, config) -> tuple[np.ndarray, np.ndarray |
     if pa.types.is_date(kind):
         return _arrow_timestamps(values.cast(pa.timestamp("ms")), config)
     if pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_decimal(kind):
+        too_large = None
+        if kind == pa.uint64():
+            # Beyond int64 is far beyond 2199 in any unit: out of range, and the other rows still read.
+            too_large = np.asarray(pc.greater(values, pa.scalar(_INT64_MAX, pa.uint64())).fill_null(False).to_numpy(zero_copy_only=False))
+            if too_large.any():
+                values = pc.if_else(pa.array(too_large), pa.scalar(0, pa.uint64()), values)
         numbers = values.cast(pa.float64() if not pa.types.is_integer(kind) else pa.int64())
         present = ~np.asarray(numbers.is_null().to_numpy(zero_copy_only=False))
         raw = numbers.fill_null(0).to_numpy(zero_copy_only=False)
         millis, ok = epoch_to_ms(raw, config.ingest.epoch_unit)
+        if too_large is not None:
+            ok &= ~too_large
         reasons = np.where(present, np.where(ok, None, TIMESTAMP_OUT_OF_RANGE), MISSING_TIMESTAMP).astype(object)
         return millis, (reasons if (~(ok & present)).any() else None)
     if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
@@ -396,18 +431,45 @@ def _text_timestamps(values: pa.Array, config) -> tuple[np.ndarray, np.ndarray |
 
     if naive.any():
         positions = np.flatnonzero(naive)
+        parsed, aware = _naive_iso(series[naive])
+        bad = parsed.isna().to_numpy() & ~aware
+        reasons[positions[bad]] = UNPARSEABLE_TIMESTAMP
+        if aware.any():
+            # A zone designator the pattern above did not recognise: the value is an instant all the same.
+            stamps = pd.Series([pd.to_datetime(value, format="ISO8601") for value in series[naive][aware]], dtype=object)
+            _store(millis, reasons, positions[aware], pd.to_datetime(stamps, utc=True))
+        good = ~bad & ~aware
         if config.timezone is None:
             # Tell an unparseable value apart from a naive one, so the reason is exact.
-            parsed = pd.to_datetime(series[naive], format="ISO8601", errors="coerce")
-            bad = parsed.isna().to_numpy()
-            reasons[positions[bad]] = UNPARSEABLE_TIMESTAMP
-            reasons[positions[~bad]] = NAIVE_TIMESTAMP
+            reasons[positions[good]] = NAIVE_TIMESTAMP
         else:
-            parsed = pd.to_datetime(series[naive], format="ISO8601", errors="coerce")
-            bad = parsed.isna().to_numpy()
-            reasons[positions[bad]] = UNPARSEABLE_TIMESTAMP
-            _localize_into(millis, reasons, positions[~bad], parsed[~bad], config)
+            _localize_into(millis, reasons, positions[good], parsed[good], config)
     return millis, _any_reason(reasons)
+
+
+def _naive_iso(text: pd.Series) -> tuple[pd.Series, np.ndarray]:
+    """Parse ISO 8601 text without a recognised zone: naive times (NaT where unparseable) and a mask of aware ones.
+
+    Text that does not start with a digit is unparseable (pandas would read ``now`` and ``today``).
+    """
+    text = text.where(text.str.match(r"^[0-9]").fillna(False).astype(bool), None)
+    try:
+        parsed = pd.to_datetime(text, format="ISO8601", errors="coerce")
+        if getattr(parsed.dt, "tz", None) is None:
+            return parsed, np.zeros(len(text), dtype=bool)
+    except (ValueError, TypeError):
+        pass
+    # Mixed naive and aware values: one by one.
+    naive, aware = [], []
+    for value in text:
+        try:
+            stamp = pd.NaT if value is None else pd.to_datetime(value, format="ISO8601")
+        except (ValueError, TypeError, OverflowError):
+            stamp = pd.NaT
+        is_aware = not pd.isna(stamp) and stamp.tzinfo is not None
+        aware.append(is_aware)
+        naive.append(pd.NaT if is_aware else stamp)
+    return pd.Series(pd.to_datetime(pd.Series(naive, dtype=object), errors="coerce"), index=text.index), np.array(aware, dtype=bool)
 
 
 def _localize(series: pd.Series, present: np.ndarray, config) -> tuple[np.ndarray, np.ndarray | None]:
@@ -571,6 +633,29 @@ class SampleBuilder:
         times.append(millis)
         values.append(value)
 
+    def mark(self) -> tuple[int, int, int]:
+        """The builder's state, for :meth:`rollback` after a record failed half-way."""
+        return len(self.rejects), len(self._keys), len(self._single[0])
+
+    def rollback(self, mark: tuple[int, int, int]) -> None:
+        """Forget the samples and rejects added since ``mark`` (dictionary entries stay, unused)."""
+        rejects, series, single = mark
+        for column in (self.rejects.lines, self.rejects.reasons, self.rejects.raws):
+            del column[rejects:]
+        del self._keys[series:], self._times[series:], self._values[series:]
+        for column in self._single:
+            del column[single:]
+
+    def guard(self, key: str, line: int | None, raw: str, count: int, parse) -> None:
+        """Run ``parse()`` for one record; a parser bug rejects its ``count`` samples as :data:`PARSER_FAILURE`."""
+        mark = self.mark()
+        try:
+            parse()
+        except Exception as error:  # a parser bug costs this record only, and its samples are counted
+            log.exception("%s: parser failed on record %s", key, line)
+            self.rollback(mark)
+            self.rejects.add(line, PARSER_FAILURE, f"{type(error).__name__}: {error}; {raw[:400]}", count=max(count, 1))
+
     def add_checked(self, entity, metric, labels, millis, time_reasons, values, value_reasons, line, raw) -> None:
         """Add one series whose samples may carry rejection reasons; ``raw(i)`` gives sample i's text."""
         ok = np.ones(len(millis), dtype=bool)
@@ -600,3 +685,153 @@ class SampleBuilder:
 
     def parsed(self) -> Parsed:
         return Parsed(self.table(), self.rejects, self.format)
+
+
+def to_float(number) -> float:
+    """``float(number)`` for a JSON or Python number, with integers beyond float64 as ±infinity.
+
+    >>> to_float(10**400), to_float(-(10**400)), to_float(3)
+    (inf, -inf, 3.0)
+    """
+    try:
+        return float(number)
+    except OverflowError:
+        return math.inf if number > 0 else -math.inf
+
+
+def finish(parsed: Parsed) -> Parsed:
+    """Checks that every parser's samples go through, after parsing.
+
+    1. A sample whose entity or metric name holds a control character
+       (NUL, tab, newline, ...) is rejected as :data:`CONTROL_CHARACTER`:
+       such names cannot be told apart reliably by downstream tools.
+    2. Samples of one object with the same entity, metric and timestamp but
+       other labels are distinct series that the metric name does not tell
+       apart. The last one read is kept, as for duplicates; the earlier ones
+       with other labels are rejected as :data:`LABEL_CONFLICT`, naming the
+       labels that differ and the setting to change. Earlier ones with the
+       same labels stay, and ingest counts them as deduplicated.
+    """
+    table = parsed.table
+    if table.num_rows == 0:
+        return parsed
+    table = table.combine_chunks()
+    control = _control_rows(table)
+    if control is not None:
+        rows = table.filter(pa.array(control))
+        raws = [re.sub(_CONTROL, lambda m: f"\\x{ord(m.group()):02x}", raw) for raw in sample_raws(rows).to_pylist()]
+        parsed.rejects.extend([CONTROL_CHARACTER] * len(raws), raws)
+        table = table.filter(pa.array(~control))
+    conflicts, reasons = _label_conflicts(table, parsed.format)
+    if conflicts is not None:
+        rows = table.filter(pa.array(conflicts))
+        parsed.rejects.extend(reasons, sample_raws(rows, with_labels=True).to_pylist())
+        table = table.filter(pa.array(~conflicts))
+    return Parsed(table, parsed.rejects, parsed.format)
+
+
+def sample_raws(rows: pa.Table, with_labels: bool = False) -> pa.Array:
+    """Raw text of curated-shape samples: ``timestamp,entity,metric,value`` (and `` labels``)."""
+    raws = pc.binary_join_element_wise(
+        # Cast without the time zone: Arrow formats naive timestamps about ten times faster.
+        pc.binary_join_element_wise(rows.column("timestamp").cast(pa.timestamp("ms")).cast(pa.string()), pa.scalar("Z"), ""),
+        rows.column("entity").cast(pa.string()),
+        rows.column("metric").cast(pa.string()),
+        pc.fill_null(rows.column("value").cast(pa.string()), ""),
+        ",",
+    )
+    if with_labels:
+        raws = pc.binary_join_element_wise(raws, pc.fill_null(rows.column("labels").cast(pa.string()), ""), " ")
+    return raws.combine_chunks() if isinstance(raws, pa.ChunkedArray) else raws
+
+
+def text_codes(column) -> np.ndarray:
+    """int32 codes of a dictionary (or plain string) column, equal exactly where the texts are equal; -1 for null.
+
+    Codes number the distinct texts in sorted (code point) order. Texts are
+    compared as Arrow strings, never as NumPy unicode, which drops trailing
+    NUL characters.
+    """
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    if not pa.types.is_dictionary(column.type):
+        column = pc.dictionary_encode(column)
+    dictionary = column.dictionary
+    if not pa.types.is_string(dictionary.type):
+        dictionary = dictionary.cast(pa.string())
+    distinct = pc.unique(dictionary.drop_null())
+    distinct = distinct.take(pc.sort_indices(distinct))
+    mapping = pc.index_in(dictionary, value_set=distinct).fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int32)
+    indices = column.indices
+    codes = mapping[indices.fill_null(0).to_numpy(zero_copy_only=False)] if len(mapping) else np.full(len(column), -1, np.int32)
+    if indices.null_count:
+        codes[np.asarray(indices.is_null().to_numpy(zero_copy_only=False))] = -1
+    return codes
+
+
+def _control_rows(table: pa.Table) -> np.ndarray | None:
+    """Mask of the rows whose entity or metric holds a control character; None when there is none."""
+    mask = None
+    for name in ("entity", "metric"):
+        column = table.column(name).combine_chunks()
+        if not pa.types.is_dictionary(column.type):
+            column = pc.dictionary_encode(column)
+        dictionary = column.dictionary.cast(pa.string())
+        bad = np.flatnonzero(np.asarray(pc.match_substring_regex(dictionary, _CONTROL).fill_null(False).to_numpy(zero_copy_only=False)))
+        if len(bad):
+            rows = np.isin(column.indices.fill_null(-1).to_numpy(zero_copy_only=False), bad)
+            mask = rows if mask is None else mask | rows
+    return mask if mask is not None and mask.any() else None
+
+
+def _label_conflicts(table: pa.Table, format_name: str) -> tuple[np.ndarray | None, list[str]]:
+    """Mask of the samples another series with other labels overrides, and their reasons."""
+    labels = table.column("labels")
+    if table.num_rows < 2 or labels.null_count == table.num_rows:
+        return None, []
+    label_codes = text_codes(labels)
+    if (label_codes == label_codes[0]).all():
+        return None, []
+    entity, metric = text_codes(table.column("entity")), text_codes(table.column("metric"))
+    millis = table.column("timestamp").cast(pa.int64()).to_numpy()
+    order = np.lexsort((millis, metric, entity))  # stable: equal keys stay in the order read
+    entity, metric, millis = entity[order], metric[order], millis[order]
+    same_as_next = (entity[1:] == entity[:-1]) & (metric[1:] == metric[:-1]) & (millis[1:] == millis[:-1])
+    if not same_as_next.any():
+        return None, []
+    overridden = np.flatnonzero(same_as_next)
+    is_last = ~np.append(same_as_next, False)
+    group = np.concatenate([[0], np.cumsum(is_last[:-1])])
+    kept = np.flatnonzero(is_last)[group[overridden]]
+    sorted_labels = label_codes[order]
+    differ = sorted_labels[overridden] != sorted_labels[kept]
+    if not differ.any():
+        return None, []
+    rows = order[overridden[differ]]
+    pairs = list(zip(sorted_labels[overridden[differ]].tolist(), sorted_labels[kept[differ]].tolist()))
+    texts = {}
+    dictionary_rows = {}
+    for position, code in enumerate(label_codes.tolist()):
+        dictionary_rows.setdefault(code, position)
+    reasons_by_pair: dict[tuple[int, int], str] = {}
+    for pair in set(pairs):
+        for code in pair:
+            if code not in texts:
+                text = labels[dictionary_rows[code]].as_py() if code >= 0 else None
+                texts[code] = json.loads(text) if text else {}
+        reasons_by_pair[pair] = _conflict_reason(texts[pair[0]], texts[pair[1]], format_name)
+    mask = np.zeros(table.num_rows, dtype=bool)
+    mask[rows] = True
+    reason_of_row = dict(zip(rows.tolist(), (reasons_by_pair[pair] for pair in pairs)))
+    return mask, [reason_of_row[row] for row in np.flatnonzero(mask).tolist()]
+
+
+def _conflict_reason(labels: dict, kept: dict, format_name: str) -> str:
+    names = sorted(name for name in set(labels) | set(kept) if labels.get(name) != kept.get(name))
+    listed = ", ".join(repr(name) for name in names)
+    setting = _TEMPLATE_SETTING.get(format_name)
+    if setting is not None:
+        fix = f"set {setting} to include {'it' if len(names) == 1 else 'them'}"
+    else:
+        fix = "write one metric name per series in the metric column"
+    return f"{LABEL_CONFLICT}: labels differ in {listed}; {fix}"

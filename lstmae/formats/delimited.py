@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import logging
 import posixpath
 from dataclasses import dataclass
@@ -73,14 +74,21 @@ def entity_from_key(key: str) -> str:
 
 
 def read_header(text: bytes, delimiter: str) -> list[str]:
-    """Return the column names of the first line (quotes and a UTF-8 byte order mark handled)."""
-    end = text.find(b"\n")
-    first = text[: end if end >= 0 else len(text)]
+    """Return the column names of the first line (quotes and a UTF-8 byte order mark handled).
+
+    The line ends at LF, CRLF or a lone CR (classic Mac OS exports), as for
+    pyarrow's reader.
+    """
+    ends = [position for position in (text.find(b"\n"), text.find(b"\r")) if position >= 0]
+    first = text[: min(ends) if ends else len(text)]
     try:
-        line = first.decode("utf-8-sig").rstrip("\r")
+        line = first.decode("utf-8-sig")
     except UnicodeDecodeError:
         raise ParseError("not UTF-8 text", "the header line is not valid UTF-8") from None
-    names = next(csv.reader([line], delimiter=delimiter), [])
+    try:
+        names = next(csv.reader([line], delimiter=delimiter), [])
+    except csv.Error as error:
+        raise ParseError("malformed header", f"{error}: {line[:200]!r}") from None
     if not names or not any(name.strip() for name in names):
         raise ParseError("missing header", "the first line is empty; a CSV export starts with its column names")
     return names
@@ -332,16 +340,45 @@ def _record_numbers(rows: int, invalid_numbers: list[int | None]) -> np.ndarray:
     return numbers
 
 
+def label_text(column: pa.ChunkedArray) -> pd.Series:
+    """Values of one label column as text (object Series, None for null); nested values as compact JSON.
+
+    >>> label_text(pa.chunked_array([pa.array([{"k": 1}, None])])).tolist()
+    ['{"k":1}', None]
+    """
+    try:
+        return column.cast(pa.string()).to_pandas()
+    except (pa.ArrowNotImplementedError, pa.ArrowInvalid):
+        pass
+    is_map = pa.types.is_map(column.type)
+
+    def text(value):
+        if value is None:
+            return None
+        if is_map:
+            value = {str(k): v for k, v in value}
+        return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=_json_default)
+
+    return pd.Series([text(value) for value in column.to_pylist()], dtype=object)
+
+
+def _json_default(value):
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return str(value)
+
+
 def _labels(table: pa.Table, columns: list[tuple[int | str, str]]) -> pa.DictionaryArray:
     """Build one JSON object per row from the label columns, encoding each distinct combination once.
+
+    A column that cannot be cast to text (a Parquet list, map or struct)
+    contributes its values as compact JSON text.
 
     Args:
         columns: ``(position or name in table, label name)`` per label column.
     """
-    import json
-
     keys = [f"c{index}" for index in range(len(columns))]
-    frame = pd.DataFrame({k: table.column(where).cast(pa.string()).to_pandas() for k, (where, _) in zip(keys, columns)})
+    frame = pd.DataFrame({k: label_text(table.column(where)) for k, (where, _) in zip(keys, columns)})
     codes = frame.groupby(keys, dropna=False, sort=False).ngroup().to_numpy(dtype=np.int32)
     firsts = pd.Series(np.arange(len(codes))).groupby(codes).first()
     documents = []

@@ -10,8 +10,6 @@ differ from one object to the next (integers one day, floats the next).
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -30,6 +28,14 @@ from lstmae.formats.common import (
 )
 from lstmae.formats.delimited import _labels
 
+# What each role column may hold, for the message about a column of another type.
+_EXPECTED = {
+    "timestamp": "a timestamp, an epoch number or text",
+    "entity": "text",
+    "metric": "text",
+    "value": "a number or text",
+}
+
 
 def parse_parquet(key: str, data: bytes, config) -> Parsed:
     """Parse a long-form Parquet export.
@@ -39,7 +45,8 @@ def parse_parquet(key: str, data: bytes, config) -> Parsed:
     """
     settings = config.ingest
     try:
-        table = pq.read_table(io.BytesIO(data))
+        # ParquetFile, not read_table: the dataset reader fails on a repeated column name before we can name it.
+        table = pq.ParquetFile(pa.BufferReader(data)).read()
     except (pa.ArrowException, OSError, ValueError) as error:
         raise ParseError("unreadable Parquet", str(error).splitlines()[0][:200]) from None
     lookup: dict[str, str] = {}
@@ -65,6 +72,24 @@ def parse_parquet(key: str, data: bytes, config) -> Parsed:
     else:
         wanted = {c.lower() for c in settings.label_columns}
         labels = [(position, name) for position, name in others if name.strip().lower() in wanted]
+
+    used = [columns[role] for role in _EXPECTED] + [name for _, name in labels]
+    for name in dict.fromkeys(used):
+        repeats = table.column_names.count(name)
+        if repeats > 1:
+            hint = "" if name in columns.values() else " (or leave it out of ingest.label_columns)"
+            raise ParseError(
+                "repeated column name",
+                f"column {name!r} appears {repeats} times; rename the repeated columns in the exporter{hint}",
+            )
+    for role, name in columns.items():
+        kind = table.schema.field(name).type
+        if pa.types.is_nested(kind):
+            raise ParseError(
+                "unusable column type",
+                f"the {role} column {name!r} has type {kind}; expected {_EXPECTED[role]}: write it as such in the "
+                f"exporter, or point ingest.{role}_column at another column",
+            )
 
     rejects = Rejects()
     millis, time_reasons = parse_timestamps(table.column(columns["timestamp"]), config)

@@ -36,6 +36,7 @@ from lstmae.formats.common import (
     epoch_to_ms,
     labels_json,
     parse_values,
+    to_float,
 )
 
 log = logging.getLogger(__name__)
@@ -67,26 +68,43 @@ def parse_query_range(key: str, document: dict, config) -> Parsed:
 
     builder = SampleBuilder(config, "prometheus")
     for index, series in enumerate(result):
-        if not isinstance(series, dict) or not isinstance(series.get("metric", {}), dict):
-            builder.rejects.add(None, f"{MALFORMED_RECORD}: series {index} is not an object with 'metric'", _clip(series))
-            continue
-        labels = {str(k): str(v) for k, v in series.get("metric", {}).items()}
-        if result_type == "matrix":
-            pairs = series.get("values") or []
-            histograms = series.get("histograms") or []
-        else:
-            pairs = [series["value"]] if "value" in series else []
-            histograms = [series["histogram"]] if "histogram" in series else []
-        for histogram in histograms:
-            builder.rejects.add(None, NATIVE_HISTOGRAM, f"{labels_json(labels)} {_clip(histogram)}")
-        if not isinstance(pairs, list):
-            builder.rejects.add(None, f"{MALFORMED_RECORD}: 'values' of series {index} is not a list", _clip(pairs))
-            continue
-        times, texts, malformed = _pairs(pairs)
-        for position in malformed:
-            builder.rejects.add(None, f"{MALFORMED_RECORD}: a sample is not a [time, value] pair", f"{labels_json(labels)} {_clip(pairs[position])}")
-        _add_series(builder, labels, times, "s", texts, config.ingest.metric_name, None)
+        count = _sample_count(series, result_type)
+        builder.guard(key, None, _clip(series), count, lambda: _add_result(builder, index, series, result_type, count, config))
     return builder.parsed()
+
+
+def _sample_count(series, result_type: str) -> int:
+    """Samples a series of a response holds (values plus native histograms), for counting its rejects; at least 1."""
+    if not isinstance(series, dict):
+        return 1
+    if result_type == "matrix":
+        parts = [series.get("values"), series.get("histograms")]
+        return max(sum(len(part) for part in parts if isinstance(part, list)), 1)
+    return max(("value" in series) + ("histogram" in series), 1)
+
+
+def _add_result(builder: SampleBuilder, index: int, series, result_type: str, count: int, config) -> None:
+    if not isinstance(series, dict) or not isinstance(series.get("metric", {}), dict):
+        builder.rejects.add(None, f"{MALFORMED_RECORD}: series {index} is not an object with 'metric'", _clip(series), count=count)
+        return
+    labels = {str(k): str(v) for k, v in series.get("metric", {}).items()}
+    if result_type == "matrix":
+        pairs = series.get("values") or []
+        histograms = series.get("histograms") or []
+    else:
+        pairs = [series["value"]] if "value" in series else []
+        histograms = [series["histogram"]] if "histogram" in series else []
+    if not isinstance(histograms, list):
+        histograms = [histograms]
+    for histogram in histograms:
+        builder.rejects.add(None, NATIVE_HISTOGRAM, f"{labels_json(labels)} {_clip(histogram)}")
+    if not isinstance(pairs, list):
+        builder.rejects.add(None, f"{MALFORMED_RECORD}: 'values' of series {index} is not a list", _clip(pairs))
+        return
+    times, texts, malformed = _pairs(pairs)
+    for position in malformed:
+        builder.rejects.add(None, f"{MALFORMED_RECORD}: a sample is not a [time, value] pair", f"{labels_json(labels)} {_clip(pairs[position])}")
+    _add_series(builder, labels, times, "s", texts, config.ingest.metric_name, None)
 
 
 def parse_victoriametrics(key: str, records, config) -> Parsed:
@@ -97,23 +115,38 @@ def parse_victoriametrics(key: str, records, config) -> Parsed:
     """
     builder = SampleBuilder(config, "victoriametrics")
     for line, record, raw in records:
-        if not isinstance(record, dict) or not isinstance(record.get("metric"), dict):
-            builder.rejects.add(line, f"{MALFORMED_RECORD}: not a JSON object with 'metric', 'values' and 'timestamps'", _clip(raw))
-            continue
-        values = record.get("values")
-        stamps = record.get("timestamps")
-        if not isinstance(values, list) or not isinstance(stamps, list) or len(values) != len(stamps):
-            sizes = (len(values) if isinstance(values, list) else "no", len(stamps) if isinstance(stamps, list) else "no")
-            count = max((len(x) for x in (values, stamps) if isinstance(x, list)), default=1)
-            builder.rejects.add(line, f"{MALFORMED_RECORD}: {sizes[0]} values but {sizes[1]} timestamps", _clip(raw), count=max(count, 1))
-            continue
-        labels = {str(k): str(v) for k, v in record["metric"].items()}
-        texts = [_value_text(v) for v in values]
-        times = np.array([t if isinstance(t, (int, float)) and not isinstance(t, bool) else np.nan for t in stamps], dtype=np.float64)
-        if all(isinstance(t, int) and not isinstance(t, bool) for t in stamps):
-            times = np.array(stamps, dtype=np.int64)
-        _add_series(builder, labels, times, "ms", texts, config.ingest.metric_name, line)
+        sizes = [len(record[name]) for name in ("values", "timestamps") if isinstance(record, dict) and isinstance(record.get(name), list)]
+        count = max(sizes, default=1)
+        builder.guard(key, line, _clip(raw), count, lambda: _add_export_line(builder, line, record, raw, config))
     return builder.parsed()
+
+
+def _add_export_line(builder: SampleBuilder, line: int, record, raw: str, config) -> None:
+    if not isinstance(record, dict) or not isinstance(record.get("metric"), dict):
+        builder.rejects.add(line, f"{MALFORMED_RECORD}: not a JSON object with 'metric', 'values' and 'timestamps'", _clip(raw))
+        return
+    values = record.get("values")
+    stamps = record.get("timestamps")
+    if not isinstance(values, list) or not isinstance(stamps, list) or len(values) != len(stamps):
+        sizes = (len(values) if isinstance(values, list) else "no", len(stamps) if isinstance(stamps, list) else "no")
+        count = max((len(x) for x in (values, stamps) if isinstance(x, list)), default=1)
+        builder.rejects.add(line, f"{MALFORMED_RECORD}: {sizes[0]} values but {sizes[1]} timestamps", _clip(raw), count=max(count, 1))
+        return
+    labels = {str(k): str(v) for k, v in record["metric"].items()}
+    texts = [_value_text(v) for v in values]
+    if all(isinstance(t, int) and not isinstance(t, bool) and -_INT64 <= t < _INT64 for t in stamps):
+        times = np.array(stamps, dtype=np.int64)
+    else:
+        # Beyond int64 becomes a float, out of range later; text and other JSON become NaN, unparseable.
+        times = np.array([to_float(t) if _is_number(t) else np.nan for t in stamps], dtype=np.float64)
+    _add_series(builder, labels, times, "ms", texts, config.ingest.metric_name, line)
+
+
+_INT64 = 2**63
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _pairs(pairs: list) -> tuple[np.ndarray, list, list[int]]:
@@ -122,8 +155,8 @@ def _pairs(pairs: list) -> tuple[np.ndarray, list, list[int]]:
     texts: list = [None] * len(pairs)
     malformed = []
     for position, pair in enumerate(pairs):
-        if isinstance(pair, (list, tuple)) and len(pair) == 2 and isinstance(pair[0], (int, float)) and not isinstance(pair[0], bool):
-            times[position] = pair[0]
+        if isinstance(pair, (list, tuple)) and len(pair) == 2 and _is_number(pair[0]):
+            times[position] = to_float(pair[0])
             texts[position] = _value_text(pair[1])
         else:
             malformed.append(position)
@@ -139,7 +172,7 @@ def _value_text(value) -> str | None:
     if isinstance(value, bool):
         return "true" if value else "false"  # rejected as not a number
     if isinstance(value, (int, float)):
-        return repr(float(value))
+        return repr(to_float(value))  # an integer beyond float64 becomes "inf", rejected as infinite
     return json.dumps(value)[:100]
 
 
