@@ -419,7 +419,7 @@ def _ingest_days(storage, config, start: pd.Timestamp, end: pd.Timestamp) -> dic
                 reasons[reason] = reasons.get(reason, 0) + count
             progress.advance(f"{day.date()} {report.rows_curated:,} rows curated")
     _out(f"Ingested {_iso(start)} .. {_iso(end)}: objects {totals['objects']}, rows read {totals['rows_read']:,}, "
-         f"curated {totals['rows_curated']:,}, duplicates replaced {totals['rows_deduplicated']:,}, "
+         f"curated {totals['rows_curated']:,}, deduplicated {totals['rows_deduplicated']:,}, "
          f"quarantined {totals['rows_quarantined']:,} rows and {totals['objects_quarantined']} objects")
     for reason, count in sorted(reasons.items(), key=lambda item: -item[1]):
         _out(f"  quarantined: {count:,} x {reason}")
