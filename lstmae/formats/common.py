@@ -36,7 +36,6 @@ NO_ENTITY_LABEL = "no entity: none of ingest.entity_labels is set"
 MISSING_METRIC = "missing metric name"
 MISSING_TEMPLATE_FIELD = "metric name template field missing from the labels"
 MALFORMED_RECORD = "malformed record"
-CONTROL_CHARACTER = "control character in the entity or metric name"
 LABEL_CONFLICT = "another series with other labels has the same entity, metric and timestamp"
 PARSER_FAILURE = "parser failure"
 NOT_IN_LANDING_DAY = "timestamp not in the landing day: check the exporter's clock and date folder, the epoch unit, or ingest.late_days"
@@ -54,7 +53,6 @@ _NUMBER = re.compile(r"^[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?$")
 _INTEGER = r"^[+-]?[0-9]+$"
 # A time of day (extended 10:00:00 or basic 100000) followed by a zone designator.
 _ZONE_SUFFIX = r"[0-9]{2}:?[0-9]{2}(?::?[0-9]{2}(?:[.,][0-9]+)?)?\s*(?:[Zz]|UTC|GMT|[+-][0-9]{2}(?::?[0-9]{2})?)$"
-_CONTROL = r"[\x00-\x1f\x7f]"
 _INT64_MAX = 2**63 - 1
 # The setting that names the metric of each labelled format, for label conflicts.
 _TEMPLATE_SETTING = {
@@ -700,28 +698,21 @@ def to_float(number) -> float:
 
 
 def finish(parsed: Parsed) -> Parsed:
-    """Checks that every parser's samples go through, after parsing.
+    """The check that every parser's samples go through, after parsing: label conflicts.
 
-    1. A sample whose entity or metric name holds a control character
-       (NUL, tab, newline, ...) is rejected as :data:`CONTROL_CHARACTER`:
-       such names cannot be told apart reliably by downstream tools.
-    2. Samples of one object with the same entity, metric and timestamp but
-       other labels are distinct series that the metric name does not tell
-       apart. The last one read is kept, as for duplicates; the earlier ones
-       with other labels are rejected as :data:`LABEL_CONFLICT`, naming the
-       labels that differ and the setting to change. Earlier ones with the
-       same labels stay, and ingest counts them as deduplicated.
+    Samples of one object with the same entity, metric and timestamp but
+    other labels are distinct series that the metric name does not tell
+    apart. The last one read is kept, as for duplicates; the earlier ones
+    with other labels are rejected as :data:`LABEL_CONFLICT`, naming the
+    labels that differ and the setting to change. Earlier ones with the same
+    labels stay, and ingest counts them as deduplicated.
+
+    Names are compared exactly, as Arrow strings: ``node`` and ``node\\x00``
+    (a NUL in a name) are two entities.
     """
     table = parsed.table
-    if table.num_rows == 0:
+    if table.num_rows < 2:
         return parsed
-    table = table.combine_chunks()
-    control = _control_rows(table)
-    if control is not None:
-        rows = table.filter(pa.array(control))
-        raws = [re.sub(_CONTROL, lambda m: f"\\x{ord(m.group()):02x}", raw) for raw in sample_raws(rows).to_pylist()]
-        parsed.rejects.extend([CONTROL_CHARACTER] * len(raws), raws)
-        table = table.filter(pa.array(~control))
     conflicts, reasons = _label_conflicts(table, parsed.format)
     if conflicts is not None:
         rows = table.filter(pa.array(conflicts))
@@ -767,21 +758,6 @@ def text_codes(column) -> np.ndarray:
     if indices.null_count:
         codes[np.asarray(indices.is_null().to_numpy(zero_copy_only=False))] = -1
     return codes
-
-
-def _control_rows(table: pa.Table) -> np.ndarray | None:
-    """Mask of the rows whose entity or metric holds a control character; None when there is none."""
-    mask = None
-    for name in ("entity", "metric"):
-        column = table.column(name).combine_chunks()
-        if not pa.types.is_dictionary(column.type):
-            column = pc.dictionary_encode(column)
-        dictionary = column.dictionary.cast(pa.string())
-        bad = np.flatnonzero(np.asarray(pc.match_substring_regex(dictionary, _CONTROL).fill_null(False).to_numpy(zero_copy_only=False)))
-        if len(bad):
-            rows = np.isin(column.indices.fill_null(-1).to_numpy(zero_copy_only=False), bad)
-            mask = rows if mask is None else mask | rows
-    return mask if mask is not None and mask.any() else None
 
 
 def _label_conflicts(table: pa.Table, format_name: str) -> tuple[np.ndarray | None, list[str]]:
