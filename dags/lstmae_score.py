@@ -37,6 +37,8 @@ from airflow.sdk import AssetOrTimeSchedule, CronDataIntervalTimetable
 ANOMALIES = Asset("lstmae://anomalies", extra={"layer": "scores, anomalies and incidents, Parquet by date"})
 # The asset that lstmae_ingest updates (assets are identified by their URI).
 METRICS = Asset("lstmae://metrics")
+# Updated when context drift leaves a retraining request; lstmae_train runs on it.
+RETRAIN = Asset("lstmae://requests/retrain")
 SLACK_CONN_ID = os.environ.get("LSTMAE_SLACK_CONN_ID", "lstmae_slack")
 # Pool slots of each scoring task; when set, TensorFlow in the task uses that
 # many threads. Unset: one slot, and TensorFlow uses every core.
@@ -133,4 +135,16 @@ with DAG(
         post = slack_poster() if run["params"].get("send_alerts", True) else None
         return run_alerts(start.isoformat(), end.isoformat(), post=post)
 
-    alert(combine(score.expand(group=metrics_ready() >> groups())))
+    @task.short_circuit
+    def drift_found(combined: dict) -> bool:
+        return bool(combined.get("retrain_requests"))
+
+    @task(outlets=[RETRAIN])
+    def request_retraining(combined: dict) -> list:
+        # The requests are already in the lake (requests/retrain/<group>.json);
+        # this task's asset event starts lstmae_train, which reads them.
+        return list(combined.get("retrain_requests") or [])
+
+    combined = combine(score.expand(group=metrics_ready() >> groups()))
+    alert(combined)
+    drift_found(combined) >> request_retraining(combined)

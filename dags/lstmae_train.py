@@ -14,6 +14,13 @@ registry action instead of training: `promote` makes the param `version`
 current, `rollback` makes the previous current version current again (for
 the param `group`, or for every group when it is empty).
 
+Context drift (many consecutive anomalous windows in scoring) leaves a
+retraining request in the lake and updates the asset
+`lstmae://requests/retrain`, which starts this DAG at once. A group with a
+pending request is trained on the range the request names (the most recent
+days), and the request is cleared once the version is registered; the new
+version passes the same gates before it becomes current.
+
 Training runs in the pool `lstmae_training`, so that it cannot take every
 worker slot from scoring; create it once with
 `airflow pools set lstmae_training 1 "lstmae model training"`. Each training
@@ -27,14 +34,16 @@ import os
 
 import pendulum
 from airflow.sdk import DAG, Asset, Param, get_current_context, task
-from airflow.sdk import CronDataIntervalTimetable
+from airflow.sdk import AssetOrTimeSchedule, CronDataIntervalTimetable
 
 MODEL = Asset("lstmae://models", extra={"layer": "model registry"})
+RETRAIN = Asset("lstmae://requests/retrain")
 TRAIN_SLOTS = os.environ.get("LSTMAE_TRAIN_SLOTS")
 
 with DAG(
     dag_id="lstmae_train",
-    schedule=CronDataIntervalTimetable("0 2 * * *", timezone="UTC"),
+    # Nightly, and at once when scoring requests retraining after context drift.
+    schedule=AssetOrTimeSchedule(timetable=CronDataIntervalTimetable("0 2 * * *", timezone="UTC"), assets=[RETRAIN]),
     start_date=pendulum.datetime(2026, 9, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,
@@ -70,18 +79,25 @@ with DAG(
 
     @task(pool="lstmae_training", pool_slots=int(TRAIN_SLOTS or 1), outlets=[MODEL])
     def train(group: str) -> dict:
+        from airflow.sdk.exceptions import AirflowSkipException
+
         from lstmae.intervals import interval_from_context
-        from lstmae.tasks import context, run_train, training_range
+        from lstmae.tasks import context, pending_retraining, run_requested_training, run_train, training_range
 
         run = get_current_context()
         params = run["params"]
+        promote = bool(params.get("promote", True))
+        threads = int(TRAIN_SLOTS) if TRAIN_SLOTS else None
         if params.get("start") or params.get("end"):
             start, end = interval_from_context(run)
+        elif pending_retraining(group):
+            return run_requested_training(group, promote=promote, threads=threads)
+        elif run["dag_run"].run_type == "asset_triggered":
+            raise AirflowSkipException(f"No retraining request is pending for group {group!r}.")
         else:
             _, end = interval_from_context(run)
             start, end = training_range(context()[0], end)
-        threads = int(TRAIN_SLOTS) if TRAIN_SLOTS else None
-        return run_train(group, start.isoformat(), end.isoformat(), promote=bool(params.get("promote", True)), threads=threads)
+        return run_train(group, start.isoformat(), end.isoformat(), promote=promote, threads=threads)
 
     configured_groups = groups()
     choose_action() >> [configured_groups, registry_action()]

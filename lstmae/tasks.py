@@ -72,6 +72,41 @@ def run_train(group: str, start, end, promote: bool = True, config_path: str | N
     return train_group(storage, config, group, start, end, promote=promote)
 
 
+def pending_retraining(group: str, config_path: str | None = None) -> dict | None:
+    """Return the retraining request that context drift left for ``group``, or None."""
+    from lstmae.drift import read_request
+
+    _, storage = context(config_path)
+    return read_request(storage, group)
+
+
+def run_requested_training(group: str, promote: bool = True, config_path: str | None = None,
+                           threads: int | None = None) -> dict | None:
+    """Train ``group`` on the range of its pending drift request, then clear the request.
+
+    The new version passes the same gates as a nightly one before it becomes
+    current. The request is cleared only after a version was registered, so a
+    failed run leaves it for the next run.
+
+    Returns:
+        The training summary with the request under ``"request"``, or None when
+        no request is pending.
+    """
+    from lstmae.drift import clear_request, read_request
+    from lstmae.training import train_group
+
+    use_threads(threads)
+    config, storage = context(config_path)
+    request = read_request(storage, group)
+    if request is None:
+        return None
+    log.info("Retraining group %s on %s..%s: %s", group, request["start"], request["end"], request.get("reason"))
+    result = train_group(storage, config, group, request["start"], request["end"], promote=promote)
+    clear_request(storage, group)
+    result["request"] = {key: request[key] for key in ("reason", "start", "end", "requested_at") if key in request}
+    return result
+
+
 def run_score(group: str, start, end, version: str | None = None, config_path: str | None = None,
               threads: int | None = None) -> dict:
     from lstmae.pipeline import score_group

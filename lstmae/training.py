@@ -111,17 +111,25 @@ def train_group(storage: Storage, config: Config, group_name: str, start, end, *
     started = time.monotonic()
     group = config.group(group_name)
     start, end = utc(start), utc(end)
-    split = split_point(config, start, end) if validation_start is None else utc(validation_start)
-    if not start < split < end:
-        raise TrainingError(
-            f"Validation start {split.isoformat()} is outside the training range {start.isoformat()} .. "
-            f"{end.isoformat()}: give a validation start after the range's start and before its end."
-        )
+    requested = {"start": start.isoformat(), "end": end.isoformat()}
     curated = read_curated(storage, start, end)
     if curated.empty:
         raise TrainingError(
             f"No curated metrics between {start.isoformat()} and {end.isoformat()} in {storage.uri}. "
             "Ingest these days first (lstmae ingest, or the lstmae_ingest DAG)."
+        )
+    if validation_start is None:
+        # Split the days that hold data, not the requested range: a young
+        # deployment (or a drift request) may ask for more days than exist,
+        # and a split inside the empty part would leave nothing to train on.
+        step = config.step_delta
+        start = max(start, curated["timestamp"].min().floor(step))
+        end = min(end, curated["timestamp"].max().floor(step) + step)
+    split = split_point(config, start, end) if validation_start is None else utc(validation_start)
+    if not start < split < end:
+        raise TrainingError(
+            f"Validation start {split.isoformat()} is outside the training range {start.isoformat()} .. "
+            f"{end.isoformat()}: give a validation start after the range's start and before its end."
         )
     features = resolve_features(group, curated)
     frames = group_frames(curated, group, features, config, start, end)
@@ -178,7 +186,8 @@ def train_group(storage: Storage, config: Config, group_name: str, start, end, *
         "scaler": scaler.to_dict(),
         "thresholds": thresholds.to_dict(),
         "slo_limits": slo_limits,
-        "data_range": {"start": start.isoformat(), "end": end.isoformat(), "validation_start": split.isoformat()},
+        "data_range": {"start": start.isoformat(), "end": end.isoformat(), "validation_start": split.isoformat(),
+                       "requested": requested},
         "series": sorted(frames),
         "training_windows": int(len(x)),
         "history": history,
