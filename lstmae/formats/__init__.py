@@ -55,7 +55,7 @@ TOO_LARGE_UNPACKED = "unpacked size over the limit"
 
 
 def max_unpacked_bytes() -> int:
-    """Most bytes one object may unpack to: ``$LSTMAE_INGEST_MAX_UNPACKED_BYTES``, default 2 GiB.
+    """Return the maximum bytes one compression layer may unpack to: ``$LSTMAE_INGEST_MAX_UNPACKED_BYTES``, default 2 GiB.
 
     Raises:
         ValueError: the variable is set but is no positive integer.
@@ -83,7 +83,7 @@ def decompress(key: str, data: bytes, limit: int | None = None) -> bytes:
     Args:
         key: the landing key (for messages only).
         data: the object's bytes.
-        limit: most bytes any layer may unpack to; None for
+        limit: maximum bytes any layer may unpack to; None for
             :func:`max_unpacked_bytes` (2 GiB by default).
 
     Raises:
@@ -240,7 +240,7 @@ def _parse(key: str, text: bytes, kind: str, config) -> Parsed:
 
 
 def _count_records(kind: str, text: bytes) -> int | None:
-    """Records of an object a parser failed on: Parquet rows, else non-blank lines (less a CSV header)."""
+    """Count the records of an object a parser failed on: Parquet rows, else non-blank lines (less a CSV header)."""
     try:
         if kind == "parquet":
             import pyarrow as pa

@@ -698,7 +698,7 @@ def to_float(number) -> float:
 
 
 def finish(parsed: Parsed) -> Parsed:
-    """The check that every parser's samples go through, after parsing: label conflicts.
+    """Reject the label conflicts of one parsed object; every parser's samples go through this check.
 
     Samples of one object with the same entity, metric and timestamp but
     other labels are distinct series that the metric name does not tell
