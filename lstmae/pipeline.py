@@ -280,7 +280,7 @@ def combine_interval(storage: Storage, config: Config, start, end, merge_steps: 
     if plots and len(incidents):
         from lstmae.plots import plot_incidents
 
-        context_scores = _incident_context(storage, incidents, read_start, end)
+        context_scores = _incident_context(storage, incidents, read_start, end, PLOT_MARGIN_STEPS * step)
         summary["plots"] = len(plot_incidents(storage, incidents, context_scores, step, PLOT_MARGIN_STEPS))
     summary["retrain_requests"] = []
     for group, group_events in events.groupby("group", sort=True) if len(events) else []:
@@ -328,16 +328,41 @@ def _read_scores(storage: Storage, read_start, end, keep_start, columns: list[st
     return table.to_pandas() if table is not None else pd.DataFrame()
 
 
-def _incident_context(storage: Storage, incidents: pd.DataFrame, read_start, end) -> pd.DataFrame:
-    """Read every scores row of the days of ``[read_start, end)`` of the entities and groups of ``incidents``."""
+def _incident_context(storage: Storage, incidents: pd.DataFrame, read_start, end, margin: pd.Timedelta) -> pd.DataFrame:
+    """Read the scores rows that the plots of ``incidents`` show.
+
+    Returns every row of the days of ``[read_start, end)`` of an incident's
+    entity and group within ``margin`` of the incident's start or end. Other
+    rows are dropped before their per-feature errors become Python objects.
+    """
     entities = sorted(set(incidents["entity"]))
     table = read_days(storage, SCORES, read_start, end, columns=_LIGHT_SCORE_COLUMNS + ["feature_errors"],
                       filters=pc.field("entity").isin(entities))
     if table is None:
         return pd.DataFrame()
-    frame = table.to_pandas()
-    pairs = pd.MultiIndex.from_frame(incidents[["entity", "group"]].drop_duplicates())
-    return frame[pd.MultiIndex.from_frame(frame[["entity", "group"]]).isin(pairs)]
+    # Per (entity, group), the union of the incidents' shown ranges as sorted
+    # disjoint intervals of one int64 key, looked up by bisection per row.
+    pairs = pd.Index(sorted(set(zip(incidents["entity"], incidents["group"]))))
+    ranges = pd.DataFrame({
+        "pair": pairs.get_indexer(list(zip(incidents["entity"], incidents["group"]))),
+        "low": _millis(incidents["start"]) - margin // pd.Timedelta(milliseconds=1),
+        "high": _millis(incidents["end"]) + margin // pd.Timedelta(milliseconds=1),
+    }).sort_values(["pair", "low"])
+    times = table["timestamp"].cast(pa.int64()).to_numpy()
+    codes = pairs.get_indexer(list(zip(table["entity"].to_pylist(), table["group"].to_pylist())))
+    base = min(int(ranges["low"].min()), int(times.min()) if len(times) else 0)
+    span = max(int(ranges["high"].max()), int(times.max()) if len(times) else 0) - base + 1
+    lows, highs = [], []
+    for pair, low, high in ranges.itertuples(index=False):
+        if lows and pair * span + low - base <= highs[-1]:
+            highs[-1] = max(highs[-1], pair * span + high - base)
+        else:
+            lows.append(pair * span + low - base)
+            highs.append(pair * span + high - base)
+    keys = np.maximum(codes, 0).astype(np.int64) * span + (times - base)
+    slot = np.searchsorted(np.asarray(lows, dtype=np.int64), keys, side="right") - 1
+    covered = (codes >= 0) & (slot >= 0) & (keys <= np.asarray(highs, dtype=np.int64)[np.maximum(slot, 0)])
+    return table.filter(pa.array(covered)).to_pandas()
 
 
 def _votes(scores: pd.DataFrame, weights: dict[str, float], vote_threshold: float) -> pd.DataFrame:
