@@ -7,7 +7,8 @@ functions below, next to the others.
 
 Exit codes: 0 on success, 1 when the library raises a known error (printed
 as one line, or with its traceback under ``--debug``), 2 for invalid
-arguments, 130 when interrupted.
+arguments, 130 when interrupted, 141 (quietly) when the reader of stdout
+closes the pipe early.
 """
 
 from __future__ import annotations
@@ -45,6 +46,9 @@ EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+# The reader of stdout went away (``lstmae models show V | head -1``): 128 + SIGPIPE, the status a
+# shell reports for a command that SIGPIPE ends, so scripts can tell it from a failed step.
+EXIT_BROKEN_PIPE = 141
 
 # Export file names that name a period rather than an entity (``omi-1/train.csv.gz``):
 # the entity is then the name of the folder.
@@ -286,6 +290,21 @@ def _open(args: argparse.Namespace):
     return config, open_storage(config.lake)
 
 
+def _require_local_lake(storage) -> None:
+    """Raise FileNotFoundError when a file:// lake's root folder does not exist.
+
+    Commands that only read the lake call this, so that a mistyped or missing
+    lake is an error rather than an empty result.
+    """
+    from lstmae.storage import LocalStorage
+
+    if isinstance(storage, LocalStorage) and not storage.root.is_dir():
+        raise FileNotFoundError(
+            f"lake {storage.uri} not found: the folder {storage.root} does not exist. Give the lake with "
+            "--lake URI, with --config FILE (its 'lake' setting), or with $LSTMAE_LAKE."
+        )
+
+
 def _selected_groups(config, names: list[str] | None) -> list[str]:
     """Return the group names to work on; an unknown name raises ConfigError listing the groups."""
     if not names:
@@ -509,8 +528,9 @@ def _print_thresholds(storage, group: str, version: str) -> None:
 # Common options of every command.
 
 
-def _common_options() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
+def _common_options(default=None) -> argparse.ArgumentParser:
+    """Return the parent parser of the shared options; ``default=argparse.SUPPRESS`` leaves unset ones out."""
+    common = argparse.ArgumentParser(add_help=False, argument_default=default)
     options = common.add_argument_group("common options")
     options.add_argument("--config", type=_existing_file, metavar="FILE",
                          help="YAML configuration file (default: $LSTMAE_CONFIG, else the built-in defaults: "
@@ -913,15 +933,33 @@ def _add_models(subparsers, common) -> None:
             "  show VERSION       the version's metadata as JSON (gates, losses, thresholds, config, ...)\n"
             "  promote VERSION    make VERSION current, whatever its gates said\n"
             "  rollback           make the previously current version current again (every group with an\n"
-            "                     earlier version, or only --group)"
+            "                     earlier version, or only --group)\n"
+            "The common options may come before or after the action and VERSION."
         ),
         epilog="examples:\n  lstmae models list\n  lstmae models promote 20261204T020000Z-3f2a9c\n  lstmae models rollback --group cpu",
     )
-    parser.add_argument("action", choices=("list", "show", "promote", "rollback"), help="what to do")
-    parser.add_argument("version", nargs="?", metavar="VERSION", help="model version, for show and promote")
-    parser.add_argument("--group", metavar="NAME", help="only this group (default: every group; for show and promote, "
-                                                          "the group that holds VERSION)")
-    parser.add_argument("--json", action="store_true", help="print JSON instead of a table (list)")
+    # The actions are subcommands, each with its own VERSION positional, because argparse in Python
+    # 3.11 matches an optional (nargs="?") positional to nothing when an option precedes it, so
+    # "show --lake X VERSION" failed with "unrecognized arguments: VERSION".
+    # Their common options default to SUPPRESS so that they do not overwrite the values given
+    # before the action ("models --lake X show VERSION").
+    suppressed = _common_options(argparse.SUPPRESS)
+    actions = parser.add_subparsers(title="actions", metavar="ACTION", dest="action")
+    actions.required = True
+    for action, help_text in (("list", "every version with its status, data range and validation error"),
+                              ("show", "the version's metadata as JSON"),
+                              ("promote", "make VERSION current, whatever its gates said"),
+                              ("rollback", "make the previously current version current again")):
+        sub = actions.add_parser(action, parents=[suppressed], help=help_text, description=help_text,
+                                 formatter_class=_HelpFormatter)
+        sub.set_defaults(command_parser=sub)
+        if action in ("show", "promote"):
+            sub.add_argument("version", metavar="VERSION", help="model version, as 'lstmae models list' prints it")
+            sub.add_argument("--group", metavar="NAME", help="the group that holds VERSION (default: every group is searched)")
+        else:
+            sub.add_argument("--group", metavar="NAME", help="only this group (default: every group)")
+        if action == "list":
+            sub.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
 
 def _run_models(args) -> int:
@@ -931,16 +969,14 @@ def _run_models(args) -> int:
     from lstmae.tasks import registry_action
 
     config, storage = _open(args)
-    if args.action in ("show", "promote") and not args.version:
-        raise UsageError(f"'models {args.action}' needs a VERSION: see 'lstmae models list'")
-    if args.action in ("list", "rollback") and args.version:
-        raise UsageError(f"'models {args.action}' takes no VERSION; use --group to choose a group")
+    _require_local_lake(storage)
+    version = getattr(args, "version", None)
     if args.action == "show":
-        entry = registry.find_version(storage, args.version, args.group)
+        entry = registry.find_version(storage, version, args.group)
         metadata = dict(entry.metadata, current=registry.current_version(storage, entry.group) == entry.version)
         _out(json.dumps(metadata, indent=2, sort_keys=True))
         return EXIT_OK
-    result = registry_action(storage, config, args.action, version=args.version, group=args.group)
+    result = registry_action(storage, config, args.action, version=version, group=args.group)
     if args.action == "list":
         if args.json:
             _out(json.dumps(result["groups"], indent=2))
@@ -997,6 +1033,7 @@ def _run_incidents(args) -> int:
     from lstmae.query import read_incidents
 
     config, storage = _open(args)
+    _require_local_lake(storage)
     if args.since is not None and args.until is not None and args.until <= args.since:
         raise UsageError(f"--until {_iso(args.until)} is not after --since {_iso(args.since)}: give an end after the start")
     frame = read_incidents(storage, since=args.since, until=args.until, group=args.group, entity=args.entity)
@@ -1096,7 +1133,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Run 'lstmae COMMAND --help' for the options of a command.",
         formatter_class=_HelpFormatter,
     )
-    parser.add_argument("-V", "--lstmae-version", action="version", version=f"lstmae {_package_version()}")
+    parser.add_argument("-V", "--version", action="version", version=f"lstmae {_package_version()}")
     subparsers = parser.add_subparsers(title="commands", metavar="COMMAND")
     subparsers.required = True
     common = _common_options()
@@ -1117,10 +1154,27 @@ def _package_version() -> str:
         return "unknown (not installed)"
 
 
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so that the flush at interpreter exit does not raise BrokenPipeError again.
+
+    This is the handling that Python's documentation of SIGPIPE recommends.
+    """
+    try:
+        descriptor = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # a captured or replaced stdout has no descriptor
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, descriptor)
+    os.close(devnull)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; return the exit code."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extras = parser.parse_known_args(argv)
+    if extras:
+        # Report them with the usage of the command that was given, not the top-level usage.
+        args.command_parser.error(f"unrecognized arguments: {' '.join(extras)}")
     restore_logging = _configure_logging(args)
     try:
         return args.run(args)
@@ -1133,6 +1187,9 @@ def main(argv: list[str] | None = None) -> int:
         Progress.clear_line()
         print(f"lstmae {args.command}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        _silence_stdout()
+        return EXIT_BROKEN_PIPE
     except _library_errors() as error:
         if args.debug:
             raise

@@ -93,7 +93,38 @@ def test_every_command_has_both_functions():
         assert callable(getattr(cli, f"_run_{command}"))
 
 
+@pytest.mark.parametrize("flag", ["--version", "-V"])
+def test_version_flag(capsys, flag):
+    code, out, _ = run_cli(capsys, flag)
+    assert code == 0
+    assert out.strip() == f"lstmae {cli._package_version()}"
+
+
+def test_version_flag_leaves_command_option():
+    args = cli.build_parser().parse_args(["score", "--version", "V1", "--start", "2026-09-01", "--end", "2026-09-02"])
+    assert args.command == "score"
+    assert args.version == "V1"
+
+
+def test_broken_pipe_exits_quietly(tmp_path):
+    (tmp_path / "lake").mkdir()
+    # The read end is closed before the command writes, so its first write fails with EPIPE.
+    process = subprocess.Popen([sys.executable, "-m", "lstmae", "incidents", "--lake", str(tmp_path / "lake"), "--json"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
+    process.stdout.close()
+    err = process.stderr.read().decode()
+    assert process.wait(timeout=120) == cli.EXIT_BROKEN_PIPE == 141
+    assert err == ""
+
+
 # Argument errors: exit code 2 with the value and the fix
+
+
+def test_unrecognized_argument_shows_command_usage(capsys, tmp_path):
+    code, _, err = run_cli(capsys, "incidents", "--lake", tmp_path, "extra")
+    assert code == 2
+    assert err.startswith("usage: lstmae incidents ")
+    assert "lstmae incidents: error: unrecognized arguments: extra" in err
 
 
 def test_invalid_timestamp(capsys):

@@ -97,6 +97,7 @@ def test_limit_truncates_table(scored_lake, capsys):
 
 
 def test_empty_lake_and_bad_period(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
     code, out, _ = run_cli(capsys, "incidents", "--lake", str(tmp_path / "empty"), "--json")
     assert code == 0
     assert json.loads(out) == []
@@ -104,3 +105,19 @@ def test_empty_lake_and_bad_period(tmp_path, capsys):
                            "--since", "2026-09-06", "--until", "2026-09-05")
     assert code == 2
     assert "is not after --since" in err
+
+
+def test_missing_lake_folder_fails(tmp_path, capsys, monkeypatch):
+    missing = tmp_path / "absent"
+    code, out, err = run_cli(capsys, "incidents", "--lake", str(missing))
+    assert code == 1
+    assert out == ""
+    assert err.strip() == (
+        f"lstmae incidents: error: lake {missing.as_uri()} not found: the folder {missing} does not exist. "
+        "Give the lake with --lake URI, with --config FILE (its 'lake' setting), or with $LSTMAE_LAKE."
+    )
+    monkeypatch.setenv("LSTMAE_LAKE", str(missing))
+    monkeypatch.delenv("LSTMAE_CONFIG", raising=False)
+    code, _, err = run_cli(capsys, "incidents", "--json")
+    assert code == 1
+    assert f"the folder {missing} does not exist" in err

@@ -140,13 +140,52 @@ def test_models_cli_promote_and_rollback(gated, tmp_path, capsys):
     assert code == 1
     assert "Cannot roll back group 'all'" in err
 
-    code, _, err = run_cli(capsys, "models", "promote", *options)
-    assert code == 2
-    assert "needs a VERSION" in err
+    with pytest.raises(SystemExit) as exit_request:
+        main(["models", "promote", *options])
+    assert exit_request.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: lstmae models promote")
+    assert "the following arguments are required: VERSION" in err
 
     code, _, err = run_cli(capsys, "models", "show", "20990101T000000Z-000000", *options)
     assert code == 1
     assert "not found in any group" in err
+
+
+def test_models_cli_options_in_any_order(gated, tmp_path, capsys):
+    lake = tmp_path / "lake"
+    shutil.copytree(gated["storage"].root, lake)
+    current, challenger = gated["current"]["version"], gated["challenger"]["version"]
+
+    code, out, _ = run_cli(capsys, "models", "show", "--lake", str(lake), challenger)
+    assert code == 0
+    assert json.loads(out)["version"] == challenger
+    code, out, _ = run_cli(capsys, "models", "--lake", str(lake), "show", current)
+    assert code == 0
+    assert json.loads(out)["current"] is True
+
+    code, out, _ = run_cli(capsys, "models", "promote", "--lake", str(lake), "--config", str(gated["config_path"]),
+                           challenger)
+    assert code == 0
+    assert registry.current_version(LocalStorage(lake), "all") == challenger
+
+    with pytest.raises(SystemExit) as exit_request:
+        main(["models", "list", "--lake", str(lake), challenger])
+    assert exit_request.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: lstmae models list")
+    assert f"unrecognized arguments: {challenger}" in err
+
+
+def test_models_cli_missing_lake(tmp_path, capsys):
+    missing = tmp_path / "absent"
+    for action in ("list", "rollback"):
+        code, out, err = run_cli(capsys, "models", action, "--lake", str(missing))
+        assert code == 1
+        assert out == ""
+        assert f"the folder {missing} does not exist" in err
+        assert "--lake URI, with --config FILE" in err
+    assert not missing.exists()
 
 
 def model_versions_of(lake, day: str) -> set[str]:
