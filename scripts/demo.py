@@ -599,7 +599,7 @@ def _print_queries(lake_path: Path) -> None:
         print(f"  {lake}/{table}/  {what}")
     print("\nQuery them with pandas:")
     print(f"  .venv/bin/python -c \"import pandas as pd; print(pd.read_parquet('{lake}/anomalies')"
-          f"[['entity', 'window_start', 'first_offending_timestamp', 'features_over_threshold']])\"")
+          f"[['entity', 'window_start', 'first_offending_timestamp', 'features_over_threshold']].to_string())\"")
     print("or with DuckDB:")
     print(f"  .venv/bin/python -c \"import duckdb; duckdb.sql(\\\"SELECT date, entity, count(*) FILTER (WHERE is_anomaly) "
           f"AS anomalous_points, round(max(anomaly_score), 3) AS max_score FROM read_parquet('{lake}/scores/*/*/*.parquet', "
