@@ -1011,13 +1011,14 @@ def _add_incidents(subparsers, common) -> None:
         help="print recent incidents as a table, or as JSON with --json",
         description=(
             "Print the incidents (runs of anomalous points of one entity and group) that overlap the\n"
-            "period, newest first. Without --since, the period is the last 7 days that have incidents\n"
-            "in the lake, counted back from the newest one."
+            "period, newest first. Without --since, the period is the 7 UTC days that end with the\n"
+            "newest day that has incidents in the lake, that day included."
         ),
         epilog="examples:\n  lstmae incidents --since 2026-10-01 --group cpu\n  lstmae incidents --entity web-01 --json",
     )
     parser.add_argument("--since", type=_timestamp, metavar="TIMESTAMP",
-                        help="start of the period, ISO 8601 in UTC (default: 7 days before the newest incident day)")
+                        help="start of the period, ISO 8601 in UTC (default: 6 days before the newest incident day, "
+                             "so that the period has 7 days)")
     parser.add_argument("--until", type=_timestamp, metavar="TIMESTAMP",
                         help="end of the period, exclusive (default: the end of the newest incident day)")
     parser.add_argument("--group", metavar="NAME", help="only incidents of this group")
