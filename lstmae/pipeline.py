@@ -280,8 +280,13 @@ def combine_interval(storage: Storage, config: Config, start, end, merge_steps: 
     if plots and len(incidents):
         from lstmae.plots import plot_incidents
 
-        context_scores = _incident_context(storage, incidents, read_start, end, PLOT_MARGIN_STEPS * step)
-        summary["plots"] = len(plot_incidents(storage, incidents, context_scores, step, PLOT_MARGIN_STEPS))
+        # Entities are plotted in batches so that only one batch's score rows are held at a time.
+        entities = sorted(set(incidents["entity"]))
+        for first in range(0, len(entities), SCORE_BATCH_SERIES):
+            batch = incidents[incidents["entity"].isin(entities[first : first + SCORE_BATCH_SERIES])]
+            context_scores = _incident_context(storage, batch, read_start, end, PLOT_MARGIN_STEPS * step)
+            summary["plots"] += len(plot_incidents(storage, batch, context_scores, step, PLOT_MARGIN_STEPS))
+            del context_scores
     summary["retrain_requests"] = []
     for group, group_events in events.groupby("group", sort=True) if len(events) else []:
         drift.request_retraining(storage, group, group_events, config.training_days)
