@@ -232,6 +232,11 @@ class Config:
             most this many grid steps apart belong to one incident. Default
             30: on the labelled shared data, shorter gaps split one episode
             into several incidents and raised the false alarms per day.
+        max_incident_plots: most incident plots (PNG) one combine run renders,
+            highest peak score first; 0 renders none. Default 50. Each plot
+            costs about half a second, so a fleet with thousands of incidents
+            a day would spend most of its combine time drawing them; the
+            anomalies page draws any incident on request.
         timezone: time zone applied to naive timestamps in exports. ``None``
             (default) rejects naive timestamps.
         ingest: how landing exports map onto curated rows; see :class:`IngestConfig`.
@@ -250,6 +255,7 @@ class Config:
     drift_windows: int = 40
     slo_windows: int = 3
     incident_merge_steps: int = 30
+    max_incident_plots: int = 50
     timezone: str | None = None
     ingest: IngestConfig = field(default_factory=IngestConfig)
     groups: tuple[GroupConfig, ...] = (GroupConfig(),)
@@ -498,6 +504,7 @@ def config_from_dict(data: dict | None) -> Config:
         drift_windows=_positive_int("drift_windows", data.get("drift_windows", base.drift_windows)),
         slo_windows=_positive_int("slo_windows", data.get("slo_windows", base.slo_windows)),
         incident_merge_steps=_non_negative_int("incident_merge_steps", data.get("incident_merge_steps", base.incident_merge_steps)),
+        max_incident_plots=_non_negative_int("max_incident_plots", data.get("max_incident_plots", base.max_incident_plots)),
         timezone=timezone,
         ingest=_ingest_from_dict("ingest", data.get("ingest") or {}),
         groups=groups,

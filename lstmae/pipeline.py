@@ -277,13 +277,18 @@ def combine_interval(storage: Storage, config: Config, start, end, merge_steps: 
         summary["incidents"] += len(day_incidents)
         summary["slo_violations"] += len(day_violations)
         summary["drift_events"] += len(day_events)
-    if plots and len(incidents):
+    if plots and len(incidents) and config.max_incident_plots > 0:
         from lstmae.plots import plot_incidents
 
+        # The highest peaks first, and at most max_incident_plots of them.
+        chosen = incidents.sort_values(["peak_score", "incident_id"], ascending=[False, True], kind="stable")
+        chosen = chosen.head(config.max_incident_plots)
+        if len(chosen) < len(incidents):
+            log.info("Plotting %d of %d incidents (max_incident_plots)", len(chosen), len(incidents))
         # Entities are plotted in batches so that only one batch's score rows are held at a time.
-        entities = sorted(set(incidents["entity"]))
+        entities = sorted(set(chosen["entity"]))
         for first in range(0, len(entities), SCORE_BATCH_SERIES):
-            batch = incidents[incidents["entity"].isin(entities[first : first + SCORE_BATCH_SERIES])]
+            batch = chosen[chosen["entity"].isin(entities[first : first + SCORE_BATCH_SERIES])]
             context_scores = _incident_context(storage, batch, read_start, end, PLOT_MARGIN_STEPS * step)
             summary["plots"] += len(plot_incidents(storage, batch, context_scores, step, PLOT_MARGIN_STEPS))
             del context_scores

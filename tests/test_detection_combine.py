@@ -140,3 +140,20 @@ def test_incident_plot_written(lake):
     assert summary["plots"] == 1
     key = f"plots/date=2026-09-01/{summary['incident_ids'][0]}.png"
     assert lake.read_bytes(key)[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_incident_plots_capped_by_peak(lake):
+    """With max_incident_plots 1, only the incident with the highest peak is drawn."""
+    import dataclasses
+
+    publish(lake, "scores", score_rows("cpu", {3: 2.0, 4: 2.5, 20: 7.0, 21: 3.0}, 30), schema.SCORES, "timestamp", "cpu")
+    capped = dataclasses.replace(CONFIG, max_incident_plots=1)
+    summary = combine_interval(lake, capped, T0, T0 + 30 * STEP, plots=True)
+    incidents = lake.read_parquet(lake.list("incidents/date=2026-09-01/")[0]).to_pandas()
+    assert len(incidents) == 2
+    assert summary["plots"] == 1
+    highest = incidents.sort_values("peak_score").iloc[-1]["incident_id"]
+    assert lake.list("plots/") == [f"plots/date=2026-09-01/{highest}.png"]
+
+    none = dataclasses.replace(CONFIG, max_incident_plots=0)
+    assert combine_interval(lake, none, T0, T0 + 30 * STEP, plots=True)["plots"] == 0
