@@ -172,7 +172,12 @@ def train_group(storage: Storage, config: Config, group_name: str, start, end, *
 
     gate_report = _gates(storage, config, group, history, len(x), validation_frames, validation_mse, features, scaler)
     gates, reason = gate_report["passed"], gate_report["reason"]
-    status = "promoted" if gates and promote else ("registered" if gates else "rejected")
+    if not gates:
+        status = "rejected"
+    elif promote:
+        status = "promoted"
+    else:
+        status = "registered"
     version = registry.new_version_id()
     metadata = {
         "status": status,

@@ -299,7 +299,7 @@ def backfill(server: Airflow, reprocess: str) -> tuple[int, list[dict]]:
     for _ in range(40):
         status, created = server.request("POST", "/api/v2/backfills", body)
         if status == 409:
-            # An earlier attempt that answered 5xx may have created the backfill
+            # An earlier attempt that got a 5xx response may have created the backfill
             # before the lock error; it is then the running backfill. Otherwise
             # the previous backfill is not marked complete yet: try again.
             created = running_backfill(server, requested_at)
@@ -363,7 +363,7 @@ def test_reprocessing_backfill_changes_nothing(airflow, first_backfill):
 
 def test_manual_run_without_interval_asks_for_range(airflow, first_backfill):
     server, _ = airflow
-    # SQLite answers 500/503 "Database is locked" while the scheduler writes; retry as a user would.
+    # With SQLite the API returns 500/503 "Database is locked" while the scheduler writes, so retry as a user would.
     for _ in range(20):
         status, run = server.request("POST", "/api/v2/dags/lstmae_score/dagRuns", {"logical_date": None})
         if status not in (500, 503):

@@ -69,7 +69,7 @@ def test_train_dag_trains_on_the_request(drifted, tmp_path, run_dags):
     data_range = new[0].metadata["data_range"]
     assert data_range["requested"] == {"start": pd.Timestamp(request["start"]).isoformat(),
                                        "end": pd.Timestamp(request["end"]).isoformat()}
-    # The request asks for 30 days; training used the part that holds data (from 09-01).
+    # The request covers 30 days, but training used only the days with data (from 09-01).
     assert pd.Timestamp(data_range["start"]) == pd.Timestamp("2026-09-01T00:00:00Z")
     assert pd.Timestamp(data_range["end"]) == pd.Timestamp(request["end"])
     assert new[0].metadata["status"] in ("promoted", "rejected", "registered")

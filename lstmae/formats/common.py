@@ -296,6 +296,15 @@ def epoch_to_ms(numbers: np.ndarray, unit: str) -> tuple[np.ndarray, np.ndarray]
     return np.where(ok, millis, 0).astype(np.int64), ok
 
 
+
+def _plain_array(values: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """Return ``values`` as one contiguous array, with dictionary encoding decoded."""
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    if pa.types.is_dictionary(values.type):
+        values = values.cast(values.type.value_type)
+    return values
+
 def parse_timestamps(values: pa.Array, config) -> tuple[np.ndarray, np.ndarray | None]:
     """Parse a column of timestamps to UTC milliseconds.
 
@@ -313,12 +322,8 @@ def parse_timestamps(values: pa.Array, config) -> tuple[np.ndarray, np.ndarray |
         ``(milliseconds, reasons)``: int64 milliseconds (0 where rejected) and
         the rejection reason per row, or None when every row was accepted.
     """
-    if isinstance(values, pa.ChunkedArray):
-        values = values.combine_chunks()
+    values = _plain_array(values)
     kind = values.type
-    if pa.types.is_dictionary(kind):
-        values = values.cast(kind.value_type)
-        kind = values.type
     if pa.types.is_null(kind):
         return np.zeros(len(values), dtype=np.int64), np.full(len(values), MISSING_TIMESTAMP, dtype=object)
     if pa.types.is_timestamp(kind):
@@ -521,12 +526,8 @@ def parse_values(values: pa.Array, thousands_separator: str) -> tuple[np.ndarray
         ``(values, reasons)``: float64 (NaN where missing or rejected) and the
         rejection reason per row, or None when nothing was rejected.
     """
-    if isinstance(values, pa.ChunkedArray):
-        values = values.combine_chunks()
+    values = _plain_array(values)
     kind = values.type
-    if pa.types.is_dictionary(kind):
-        values = values.cast(kind.value_type)
-        kind = values.type
     if pa.types.is_null(kind):
         return np.full(len(values), np.nan), None
     if pa.types.is_boolean(kind):
