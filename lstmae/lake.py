@@ -22,7 +22,10 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 import re
+import tempfile
+from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
@@ -101,7 +104,7 @@ def write_slice(
     day,
     slice_start,
     slice_end,
-    data: pa.Table,
+    data: pa.Table | os.PathLike[str],
     group: str | None = None,
     time_column: str | None = None,
     parquet_options: dict | None = None,
@@ -109,6 +112,8 @@ def write_slice(
     """Publish ``data`` as the slice ``[slice_start, slice_end)`` of ``day``; return its key.
 
     Args:
+        data: the rows, or the path of a finished local Parquet file of them
+            (as :class:`SliceWriter` writes), which is moved or copied.
         time_column: the table's time column. When given, rows of an older
             slice that overlaps this one only in part are kept: the parts of
             it outside ``[slice_start, slice_end)`` are written as remainder
@@ -136,11 +141,90 @@ def write_slice(
                     mask = (seconds >= piece_low) & (seconds < piece_high)
                     storage.write_parquet(_slice_key(prefix, piece_low, piece_high), old.filter(pa.array(mask)))
                     log.info("Kept rows of %s outside the new slice as %s", other, _slice_key(prefix, piece_low, piece_high))
-    storage.write_parquet(key, data, **(parquet_options or {}))
+    if isinstance(data, pa.Table):
+        storage.write_parquet(key, data, **(parquet_options or {}))
+    else:
+        storage.write_file(key, data)
     for _, _, other in overlapping:
         log.info("Replaced overlapping slice %s", other)
         storage.delete(other)
     return key
+
+
+class SliceWriter:
+    """Write one slice a row group at a time, and publish it on :meth:`close` as :func:`write_slice` does.
+
+    Rows go to a local temporary Parquet file (zstd unless ``parquet_options``
+    set another compression), one row group per :meth:`write` call, so the slice is
+    never held whole in memory. :meth:`close` publishes the file in one
+    atomic write, with the same replacement of overlapping slices as
+    :func:`write_slice`. Leaving a ``with`` block by an exception, or
+    :meth:`abort`, deletes the file and publishes nothing. A slice without
+    rows is published as a file with the schema and no row group.
+
+    Args:
+        table_schema: the slice's schema; each written table is cast to it.
+        Others as in :func:`write_slice`.
+    """
+
+    def __init__(self, storage: Storage, table: str, day, slice_start, slice_end, table_schema: pa.Schema,
+                 group: str | None = None, time_column: str | None = None, parquet_options: dict | None = None):
+        self._publish = (storage, table, day, slice_start, slice_end)
+        self._group, self._time_column = group, time_column
+        self.schema = table_schema
+        self.rows = 0
+        self.row_groups = 0
+        handle, name = tempfile.mkstemp(prefix=f"lstmae-{table}-", suffix=".parquet")
+        os.close(handle)
+        self._path = Path(name)
+        try:
+            self._writer = pq.ParquetWriter(self._path, table_schema, **{"compression": "zstd", **(parquet_options or {})})
+        except BaseException:
+            self._path.unlink(missing_ok=True)
+            raise
+        self._open = True
+
+    def write(self, data: pa.Table) -> None:
+        """Append ``data`` as one row group. A table without rows is skipped."""
+        if not self._open:
+            raise ValueError(f"Slice writer of {self._publish[1]} is closed. Open a new SliceWriter to write again.")
+        if data.num_rows == 0:
+            return
+        data = data.select(self.schema.names).cast(self.schema)
+        self._writer.write_table(data, row_group_size=data.num_rows)
+        self.rows += data.num_rows
+        self.row_groups += 1
+
+    def close(self) -> str | None:
+        """Finish the file, publish it and return the slice's key (None when already closed or aborted)."""
+        if not self._open:
+            return None
+        self._open = False
+        try:
+            self._writer.close()
+            storage, table, day, slice_start, slice_end = self._publish
+            return write_slice(storage, table, day, slice_start, slice_end, self._path, group=self._group,
+                               time_column=self._time_column)
+        finally:
+            self._path.unlink(missing_ok=True)
+
+    def abort(self) -> None:
+        """Delete the file without publishing it."""
+        if self._open:
+            self._open = False
+            try:
+                self._writer.close()
+            finally:
+                self._path.unlink(missing_ok=True)
+
+    def __enter__(self) -> "SliceWriter":
+        return self
+
+    def __exit__(self, kind, value, traceback) -> None:
+        if kind is None:
+            self.close()
+        else:
+            self.abort()
 
 
 def _seconds_of(column: pa.ChunkedArray, day: pd.Timestamp) -> "np.ndarray":

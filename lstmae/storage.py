@@ -12,11 +12,13 @@ object or the new complete object, never a partial one.
 
 from __future__ import annotations
 
+import errno
 import io
 import logging
 import os
 import posixpath
 import re
+import shutil
 import tempfile
 import uuid
 from pathlib import Path
@@ -103,6 +105,16 @@ class Storage:
     def read_parquet(self, key: str) -> pa.Table:
         return pq.read_table(io.BytesIO(self.read_bytes(key)))
 
+    def write_file(self, key: str, path: str | os.PathLike[str]) -> None:
+        """Publish the finished local file ``path`` as ``key``, in one atomic write.
+
+        The local backend moves the file into place when it can, so ``path``
+        may be gone afterwards; the caller removes it if it still exists.
+        This default reads the whole file into memory; backends override it
+        to stream.
+        """
+        self.write_bytes(key, Path(path).read_bytes())
+
     def replace_prefix(self, prefix: str, files: dict[str, bytes]) -> None:
         """Make ``files`` (names relative to ``prefix``) the whole content of ``prefix``.
 
@@ -146,6 +158,29 @@ class LocalStorage(Storage):
                 stream.flush()
                 os.fsync(stream.fileno())
             os.replace(temporary, path)
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise
+
+    def write_file(self, key: str, path: str | os.PathLike[str]) -> None:
+        target = self._path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "rb") as stream:
+            os.fsync(stream.fileno())
+        try:
+            # A rename within one file system is atomic.
+            os.replace(path, target)
+            return
+        except OSError as error:
+            if error.errno != errno.EXDEV:
+                raise
+        handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        try:
+            with os.fdopen(handle, "wb") as stream, open(path, "rb") as source:
+                shutil.copyfileobj(source, stream, 1 << 20)
+                stream.flush()
+                os.fsync(stream.fileno())
+            os.replace(temporary, target)
         except BaseException:
             Path(temporary).unlink(missing_ok=True)
             raise
@@ -317,6 +352,11 @@ class S3Storage(Storage):
     def write_bytes(self, key: str, data: bytes) -> None:
         # One PUT: S3 shows the object only once it is complete.
         self._call("PutObject", key, self.client.put_object, Key=self._key(key), Body=data)
+
+    def write_file(self, key: str, path: str | os.PathLike[str]) -> None:
+        # One PUT that streams the file from disk; botocore rewinds it on a retry.
+        with open(path, "rb") as stream:
+            self._call("PutObject", key, self.client.put_object, Key=self._key(key), Body=stream)
 
     def list(self, prefix: str) -> list[str]:
         full = self._key(prefix.rstrip("/")) + ("/" if prefix.endswith("/") else "")
