@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+from contextlib import ExitStack
 
 import numpy as np
 import pandas as pd
@@ -20,7 +21,7 @@ from lstmae import registry, schema
 from lstmae.config import Config
 from lstmae.frames import group_frames
 from lstmae.ingest import METRICS
-from lstmae.lake import day_slices, read_days, utc, write_slice
+from lstmae.lake import SliceWriter, day_slices, read_days, utc
 from lstmae.scoring import batch_series_errors, score_series
 from lstmae.storage import Storage
 
@@ -36,6 +37,10 @@ DRIFT_EVENTS = "drift_events"
 # Series scored together: their windows go through one predict call, and
 # their curated rows are read together. Memory of scoring grows with it.
 SCORE_BATCH_SERIES = 64
+# Entities combined together: their scores and windows are read and their
+# votes, anomalies and incidents built and written together. Memory of
+# combining grows with it, not with the number of entities.
+COMBINE_BATCH_ENTITIES = 128
 # Grid points shown before and after an incident in its plot.
 PLOT_MARGIN_STEPS = 60
 
@@ -52,6 +57,12 @@ def score_group(storage: Storage, config: Config, group_name: str, start, end, v
     row: ``status = "scored"`` with the anomaly score, or ``"unscorable"`` with
     the reason (gap, missing feature, insufficient history).
 
+    Series are scored ``SCORE_BATCH_SERIES`` at a time, and each batch's rows
+    are written at once as one row group of each day's slice file, so memory
+    does not grow with the number of series. Within a file, rows are ordered
+    by entity and then time. The slices are published when every batch is
+    written; a failure publishes none of them.
+
     Args:
         version: pin a model version; default the group's current version.
 
@@ -66,46 +77,55 @@ def score_group(storage: Storage, config: Config, group_name: str, start, end, v
     timesteps = entry.timesteps
     context = context_steps(timesteps, thresholds.config.smoothing, config.max_gap_steps) * config.step_delta
     slices = day_slices(start, end)
-    point_tables: dict[pd.Timestamp, list[pa.Table]] = {day: [] for day, _, _ in slices}
-    window_rows = []
+    counts = {day: {"rows": 0, "scored": 0, "anomalies": 0, "windows": 0} for day, _, _ in slices}
     model = None
     slo_limits = entry.metadata.get("slo_limits") or {}
-    for frames in _series_batches(storage, config, group, entry.features, start - context, end):
-        if model is None:
-            model = registry.load_keras_model(storage, entry)
-        names = sorted(frames)
-        results = batch_series_errors(model, entry.scaler, [frames[name] for name in names], timesteps)
-        tables = []
-        for series, result in zip(names, results):
-            points, blocks = score_series(model, entry.scaler, thresholds, frames[series], timesteps, start, end,
-                                          slo_limits=slo_limits.get(series), result=result)
-            if points.num_rows:
-                tables.append(points.add_column(1, "entity", pa.array([series] * points.num_rows, type=pa.string())))
-            for block in blocks:
-                window_rows.append(dict(block, entity=series))
-        del frames, results
-        if tables:
-            batch = pa.concat_tables(tables)
+    with ExitStack() as stack:
+        score_writers, window_writers = {}, {}
+        for day, slice_start, slice_end in slices:
+            score_writers[day] = stack.enter_context(
+                SliceWriter(storage, SCORES, day, slice_start, slice_end, schema.SCORES, group=group.name))
+            window_writers[day] = stack.enter_context(
+                SliceWriter(storage, WINDOWS, day, slice_start, slice_end, schema.WINDOWS, group=group.name))
+        for frames in _series_batches(storage, config, group, entry.features, start - context, end):
+            if model is None:
+                model = registry.load_keras_model(storage, entry)
+            names = sorted(frames)
+            results = batch_series_errors(model, entry.scaler, [frames[name] for name in names], timesteps)
+            tables, window_rows = [], []
+            for series, result in zip(names, results):
+                points, blocks = score_series(model, entry.scaler, thresholds, frames[series], timesteps, start, end,
+                                              slo_limits=slo_limits.get(series), result=result)
+                if points.num_rows:
+                    tables.append(points.add_column(1, "entity", pa.array([series] * points.num_rows, type=pa.string())))
+                for block in blocks:
+                    window_rows.append(dict(block, entity=series))
+            del frames, results
+            batch_scores = _scores_table(tables, group.name, entry.version)
+            batch_windows = pd.DataFrame(window_rows)
+            del tables, window_rows
             for day, slice_start, slice_end in slices:
-                point_tables[day].append(_between_table(batch, "timestamp", slice_start, slice_end))
+                day_scores = _between_table(batch_scores, "timestamp", slice_start, slice_end)
+                day_windows = _windows_table(_between(batch_windows, "window_end", slice_start, slice_end),
+                                             group.name, entry.version)
+                score_writers[day].write(day_scores)
+                window_writers[day].write(day_windows)
+                counts[day]["rows"] += day_scores.num_rows
+                counts[day]["scored"] += int(pc.sum(pc.equal(day_scores["status"], "scored")).as_py() or 0)
+                counts[day]["anomalies"] += int(pc.sum(day_scores["is_anomaly"].cast(pa.int64())).as_py() or 0)
+                counts[day]["windows"] += day_windows.num_rows
+            del batch_scores, batch_windows
 
-    windows = pd.DataFrame(window_rows)
-    summary = {"group": group.name, "model_version": entry.version, "rows": 0, "scored": 0, "anomalies": 0, "windows": 0}
-    for day, slice_start, slice_end in slices:
-        scores_table = _scores_table(point_tables.pop(day), group.name, entry.version)
-        day_windows = _between(windows, "window_end", slice_start, slice_end)
-        windows_table = _windows_table(day_windows, group.name, entry.version)
-        write_slice(storage, SCORES, day, slice_start, slice_end, scores_table, group=group.name)
-        write_slice(storage, WINDOWS, day, slice_start, slice_end, windows_table, group=group.name)
-        scored = int(pa.compute.sum(pa.compute.equal(scores_table["status"], "scored")).as_py() or 0)
-        flagged = int(pa.compute.sum(scores_table["is_anomaly"].cast(pa.int64())).as_py() or 0)
-        log.info("Scored %s group %s day %s: %d rows, %d scored, %d anomalous points, %d windows",
-                 entry.version, group.name, day.date(), scores_table.num_rows, scored, flagged, windows_table.num_rows)
-        summary["rows"] += scores_table.num_rows
-        summary["scored"] += scored
-        summary["anomalies"] += flagged
-        summary["windows"] += windows_table.num_rows
-        del scores_table
+        for day, _, _ in slices:
+            score_writers[day].close()
+            window_writers[day].close()
+            log.info("Scored %s group %s day %s: %d rows, %d scored, %d anomalous points, %d windows",
+                     entry.version, group.name, day.date(), counts[day]["rows"], counts[day]["scored"],
+                     counts[day]["anomalies"], counts[day]["windows"])
+
+    summary = {"group": group.name, "model_version": entry.version}
+    for name in ("rows", "scored", "anomalies", "windows"):
+        summary[name] = sum(day_counts[name] for day_counts in counts.values())
     summary["seconds"] = round(time.monotonic() - started, 2)
     log.info("Scored group %s %s..%s with %s: %d rows, %d scored, in %.2f s",
              group.name, start, end, entry.version, summary["rows"], summary["scored"], summary["seconds"])
@@ -119,10 +139,9 @@ def _between(frame: pd.DataFrame, column: str, start, end) -> pd.DataFrame:
 
 
 def _scores_table(tables: list[pa.Table], group: str, version: str) -> pa.Table:
-    """Concatenate point tables (columns of ``score_series`` plus ``entity``) into one ``scores`` slice.
+    """Concatenate point tables (columns of ``score_series`` plus ``entity``) into ``scores`` rows.
 
-    Rows are sorted by timestamp and then entity; the sort is stable, so
-    rows of one entity and time keep their order.
+    Rows keep the order of ``tables``, unsorted.
     """
     tables = [table for table in tables if table.num_rows]
     if not tables:
@@ -131,8 +150,7 @@ def _scores_table(tables: list[pa.Table], group: str, version: str) -> pa.Table:
     del tables
     table = table.append_column("group", pa.array([group] * table.num_rows, type=pa.string()))
     table = table.append_column("model_version", pa.array([version] * table.num_rows, type=pa.string()))
-    order = pc.sort_indices(table, sort_keys=[("timestamp", "ascending"), ("entity", "ascending")])
-    return table.select(schema.SCORES.names).take(order).cast(schema.SCORES)
+    return table.select(schema.SCORES.names).cast(schema.SCORES)
 
 
 def _between_table(table: pa.Table, column: str, start, end) -> pa.Table:
@@ -185,7 +203,7 @@ def _windows_table(frame: pd.DataFrame, group: str, version: str) -> pa.Table:
     if frame.empty:
         return schema.WINDOWS.empty_table()
     frame = frame.assign(group=group, model_version=version)
-    frame = frame.sort_values(["window_end", "entity"], kind="stable")
+    frame = frame.sort_values(["entity", "window_end"], kind="stable")
     return pa.Table.from_pandas(frame[schema.WINDOWS.names], schema=schema.WINDOWS, preserve_index=False)
 
 
@@ -230,53 +248,59 @@ def combine_interval(storage: Storage, config: Config, start, end, merge_steps: 
     started = time.monotonic()
     start, end = utc(start), utc(end)
     merge_steps = config.incident_merge_steps if merge_steps is None else merge_steps
-    weights = {g.name: g.weight for g in config.groups}
     step = config.step_delta
     lookback = merge_steps * step
     plot_margin = PLOT_MARGIN_STEPS * step if plots else pd.Timedelta(0)
-    # The scores are read in two parts so that the per-feature errors, the
-    # bulk of a scores file, are only decoded for anomalous points: every
-    # point's flags for the vote, and anomalous points whole for incidents.
-    read_start = start - max(lookback, plot_margin)
-    scores = _read_scores(storage, read_start, end, start - lookback, _LIGHT_SCORE_COLUMNS)
-    anomalous_points = _read_scores(storage, read_start, end, start - lookback, _LIGHT_SCORE_COLUMNS + ["feature_errors"],
-                                    anomalous_only=True)
-    window_lookback = max(config.drift_windows, config.slo_windows) * max(g.timesteps for g in config.groups) * step
-    windows_table = read_days(storage, WINDOWS, start - window_lookback, end)
-    all_windows = windows_table.to_pandas() if windows_table is not None else pd.DataFrame()
-    if not all_windows.empty:
-        all_windows = all_windows[(all_windows["window_end"] >= start - window_lookback) & (all_windows["window_end"] < end)]
-        if "slo_features" not in all_windows.columns:
-            all_windows["slo_features"] = [[] for _ in range(len(all_windows))]
-    windows = all_windows[all_windows["window_end"] >= start] if not all_windows.empty else all_windows
-
-    votes = _votes(scores[scores["timestamp"] >= start] if not scores.empty else scores, weights, config.vote_threshold)
-    anomalies = _anomalies(windows, anomalous_points, weights, config.vote_threshold)
+    settings = {
+        "start": start, "end": end, "step": step, "merge_steps": merge_steps, "lookback": lookback,
+        "weights": {g.name: g.weight for g in config.groups}, "vote_threshold": config.vote_threshold,
+        "read_start": start - max(lookback, plot_margin),
+        "window_lookback": max(config.drift_windows, config.slo_windows) * max(g.timesteps for g in config.groups) * step,
+        "slo_windows": config.slo_windows, "drift_windows": config.drift_windows,
+    }
     previous = _open_rows(storage, INCIDENTS, start, lookback)
-    incidents = _incidents(anomalous_points, start, end, step, merge_steps, previous)
     previous_violations = _open_rows(storage, SLO_VIOLATIONS, start, max(g.timesteps for g in config.groups) * step + step)
-    violations = slo.violations(all_windows, start, end, step, config.slo_windows, previous_violations)
-    events = drift.drift_events(all_windows, start, end, step, config.drift_windows)
-
+    entities = _combine_entities(storage, settings["read_start"], start - settings["window_lookback"], end)
+    slices = day_slices(start, end)
+    tables = {VOTES: schema.VOTES, ANOMALIES: schema.ANOMALIES, INCIDENTS: schema.INCIDENTS,
+              SLO_VIOLATIONS: schema.SLO_VIOLATIONS, DRIFT_EVENTS: schema.DRIFT_EVENTS}
+    time_columns = {VOTES: "timestamp", ANOMALIES: "window_end", INCIDENTS: "end", SLO_VIOLATIONS: "end",
+                    DRIFT_EVENTS: "detected_at"}
     summary = {"votes": 0, "vote_anomalies": 0, "anomalies": 0, "incidents": 0, "slo_violations": 0,
                "drift_events": 0, "plots": 0}
-    for day, slice_start, slice_end in day_slices(start, end):
-        day_votes = _between(votes, "timestamp", slice_start, slice_end)
-        day_anomalies = _between(anomalies, "window_end", slice_start, slice_end)
-        day_incidents = _between(incidents, "end", slice_start, slice_end)
-        day_violations = _between(violations, "end", slice_start, slice_end)
-        day_events = _between(events, "detected_at", slice_start, slice_end)
-        write_slice(storage, VOTES, day, slice_start, slice_end, _table(day_votes, schema.VOTES))
-        write_slice(storage, ANOMALIES, day, slice_start, slice_end, _table(day_anomalies, schema.ANOMALIES))
-        write_slice(storage, INCIDENTS, day, slice_start, slice_end, _table(day_incidents, schema.INCIDENTS))
-        write_slice(storage, SLO_VIOLATIONS, day, slice_start, slice_end, _table(day_violations, schema.SLO_VIOLATIONS))
-        write_slice(storage, DRIFT_EVENTS, day, slice_start, slice_end, _table(day_events, schema.DRIFT_EVENTS))
-        summary["votes"] += len(day_votes)
-        summary["vote_anomalies"] += int(day_votes["is_vote_anomaly"].sum()) if len(day_votes) else 0
-        summary["anomalies"] += len(day_anomalies)
-        summary["incidents"] += len(day_incidents)
-        summary["slo_violations"] += len(day_violations)
-        summary["drift_events"] += len(day_events)
+    counted = {VOTES: "votes", ANOMALIES: "anomalies", INCIDENTS: "incidents", SLO_VIOLATIONS: "slo_violations",
+               DRIFT_EVENTS: "drift_events"}
+    # Incidents and drift events are few (about two per entity and day), so
+    # they are kept for the plots, the retraining requests and the summary.
+    incident_parts, event_parts = [], []
+    with ExitStack() as stack:
+        writers = {
+            (name, day): stack.enter_context(SliceWriter(storage, name, day, slice_start, slice_end, table_schema))
+            for day, slice_start, slice_end in slices
+            for name, table_schema in tables.items()
+        }
+        for first in range(0, len(entities), COMBINE_BATCH_ENTITIES):
+            batch = entities[first : first + COMBINE_BATCH_ENTITIES]
+            outputs = _combine_batch(storage, batch, settings, _entity_rows(previous, batch),
+                                     _entity_rows(previous_violations, batch), drift, slo)
+            for day, slice_start, slice_end in slices:
+                for name, frame in outputs.items():
+                    day_rows = _between(frame, time_columns[name], slice_start, slice_end)
+                    writers[(name, day)].write(_table(day_rows, tables[name]))
+                    summary[counted[name]] += len(day_rows)
+                    if name == VOTES and len(day_rows):
+                        summary["vote_anomalies"] += int(day_rows["is_vote_anomaly"].sum())
+            if len(outputs[INCIDENTS]):
+                incident_parts.append(outputs[INCIDENTS])
+            if len(outputs[DRIFT_EVENTS]):
+                event_parts.append(outputs[DRIFT_EVENTS])
+            del outputs
+        for day, _, _ in slices:
+            for name in tables:
+                writers[(name, day)].close()
+
+    incidents = pd.concat(incident_parts, ignore_index=True) if incident_parts else pd.DataFrame(columns=schema.INCIDENTS.names)
+    events = pd.concat(event_parts, ignore_index=True) if event_parts else pd.DataFrame(columns=schema.DRIFT_EVENTS.names)
     if plots and len(incidents) and config.max_incident_plots > 0:
         from lstmae.plots import plot_incidents
 
@@ -286,10 +310,10 @@ def combine_interval(storage: Storage, config: Config, start, end, merge_steps: 
         if len(chosen) < len(incidents):
             log.info("Plotting %d of %d incidents (max_incident_plots)", len(chosen), len(incidents))
         # Entities are plotted in batches so that only one batch's score rows are held at a time.
-        entities = sorted(set(chosen["entity"]))
-        for first in range(0, len(entities), SCORE_BATCH_SERIES):
-            batch = chosen[chosen["entity"].isin(entities[first : first + SCORE_BATCH_SERIES])]
-            context_scores = _incident_context(storage, batch, read_start, end, PLOT_MARGIN_STEPS * step)
+        chosen_entities = sorted(set(chosen["entity"]))
+        for first in range(0, len(chosen_entities), SCORE_BATCH_SERIES):
+            batch = chosen[chosen["entity"].isin(chosen_entities[first : first + SCORE_BATCH_SERIES])]
+            context_scores = _incident_context(storage, batch, settings["read_start"], end, PLOT_MARGIN_STEPS * step)
             summary["plots"] += len(plot_incidents(storage, batch, context_scores, step, PLOT_MARGIN_STEPS))
             del context_scores
     summary["retrain_requests"] = []
@@ -299,11 +323,77 @@ def combine_interval(storage: Storage, config: Config, start, end, merge_steps: 
     summary["incident_ids"] = sorted(incidents["incident_id"].unique().tolist()) if len(incidents) else []
     summary["new_incidents"] = sorted(incidents.loc[incidents["start"] >= start, "incident_id"].unique().tolist()) if len(incidents) else []
     summary["drift_event_ids"] = sorted(events["event_id"].tolist()) if len(events) else []
-    log.info("Combined %s..%s: %d vote rows (%d anomalous), %d anomalous windows, %d incidents, "
+    log.info("Combined %s..%s for %d entities: %d vote rows (%d anomalous), %d anomalous windows, %d incidents, "
              "%d SLO violations, %d drift events, in %.2f s",
-             start, end, summary["votes"], summary["vote_anomalies"], summary["anomalies"], summary["incidents"],
-             summary["slo_violations"], summary["drift_events"], time.monotonic() - started)
+             start, end, len(entities), summary["votes"], summary["vote_anomalies"], summary["anomalies"],
+             summary["incidents"], summary["slo_violations"], summary["drift_events"], time.monotonic() - started)
     return summary
+
+
+def _combine_batch(storage: Storage, entities: list[str], settings: dict, previous: pd.DataFrame,
+                   previous_violations: pd.DataFrame, drift, slo) -> dict[str, pd.DataFrame]:
+    """Combine the scores and windows of ``entities`` (sorted) for :func:`combine_interval`.
+
+    Every output row depends only on the rows of its own entity, so a batch
+    gives the same rows as the whole fleet at once.
+
+    Returns:
+        ``{table: frame}`` of the votes, anomalous windows, incidents, SLO
+        violations and drift events of the batch over the interval.
+    """
+    start, end, lookback = settings["start"], settings["end"], settings["lookback"]
+    read_start, window_lookback = settings["read_start"], settings["window_lookback"]
+    # The scores are read in two parts so that the per-feature errors, the
+    # bulk of a scores file, are only decoded for anomalous points: every
+    # point's flags for the vote, and anomalous points whole for incidents.
+    scores = _read_scores(storage, read_start, end, start, _LIGHT_SCORE_COLUMNS, entities=entities)
+    anomalous_points = _read_scores(storage, read_start, end, start - lookback,
+                                    _LIGHT_SCORE_COLUMNS + ["feature_errors"], anomalous_only=True, entities=entities)
+    windows_table = read_days(storage, WINDOWS, start - window_lookback, end, filters=_entity_filter(entities))
+    all_windows = windows_table.to_pandas() if windows_table is not None else pd.DataFrame()
+    del windows_table
+    if not all_windows.empty:
+        all_windows = all_windows[(all_windows["window_end"] >= start - window_lookback) & (all_windows["window_end"] < end)]
+        if "slo_features" not in all_windows.columns:
+            all_windows["slo_features"] = [[] for _ in range(len(all_windows))]
+    windows = all_windows[all_windows["window_end"] >= start] if not all_windows.empty else all_windows
+
+    return {
+        VOTES: _votes(scores, settings["weights"], settings["vote_threshold"]),
+        ANOMALIES: _anomalies(windows, anomalous_points, settings["weights"], settings["vote_threshold"]),
+        INCIDENTS: _incidents(anomalous_points, start, end, settings["step"], settings["merge_steps"], previous),
+        SLO_VIOLATIONS: slo.violations(all_windows, start, end, settings["step"], settings["slo_windows"],
+                                       previous_violations),
+        DRIFT_EVENTS: drift.drift_events(all_windows, start, end, settings["step"], settings["drift_windows"]),
+    }
+
+
+def _combine_entities(storage: Storage, read_start, window_start, end) -> list[str]:
+    """Return the sorted entities of the ``scores`` files of ``[read_start, end)`` and ``windows`` files of ``[window_start, end)``.
+
+    Only the ``entity`` column is read, as dictionary arrays. The list may
+    name an entity without rows in the interval; its batch then gives no rows.
+    """
+    found: set[str] = set()
+    for table, first in ((SCORES, read_start), (WINDOWS, window_start)):
+        entities = read_days(storage, table, first, end, columns=["entity"], read_dictionary=["entity"])
+        if entities is not None:
+            for chunk in entities["entity"].chunks:
+                found.update(chunk.dictionary.to_pylist())
+    return sorted(found)
+
+
+def _entity_filter(entities: list[str]):
+    """Row filter of ``entities`` (sorted). The range test lets Parquet skip row groups by their statistics."""
+    return ((pc.field("entity") >= pa.scalar(entities[0], pa.string()))
+            & (pc.field("entity") <= pa.scalar(entities[-1], pa.string()))
+            & pc.field("entity").isin(entities))
+
+
+def _entity_rows(frame: pd.DataFrame, entities: list[str]) -> pd.DataFrame:
+    if frame.empty:
+        return frame
+    return frame[frame["entity"].isin(entities)]
 
 
 def _table(frame: pd.DataFrame, table_schema: pa.Schema) -> pa.Table:
@@ -317,13 +407,14 @@ _LIGHT_SCORE_COLUMNS = ["timestamp", "entity", "group", "model_version", "status
 
 
 def _read_scores(storage: Storage, read_start, end, keep_start, columns: list[str],
-                 anomalous_only: bool = False) -> pd.DataFrame:
+                 anomalous_only: bool = False, entities: list[str] | None = None) -> pd.DataFrame:
     """Scores rows with ``keep_start <= timestamp < end`` from the days of ``[read_start, end)``.
 
     Args:
         columns: the columns to read.
         anomalous_only: keep only rows with ``is_anomaly`` true; the filter
             runs while the files are decoded.
+        entities: keep only rows of these entities (sorted); default all.
 
     Returns:
         The rows as a frame; an empty frame without columns when no scores
@@ -334,6 +425,8 @@ def _read_scores(storage: Storage, read_start, end, keep_start, columns: list[st
         pc.field("timestamp") < pa.scalar(end, type=time_type))
     if anomalous_only:
         keep &= pc.field("is_anomaly") == pa.scalar(True)
+    if entities is not None:
+        keep &= _entity_filter(entities)
     table = read_days(storage, SCORES, read_start, end, columns=columns, filters=keep)
     return table.to_pandas() if table is not None else pd.DataFrame()
 
@@ -347,7 +440,7 @@ def _incident_context(storage: Storage, incidents: pd.DataFrame, read_start, end
     """
     entities = sorted(set(incidents["entity"]))
     table = read_days(storage, SCORES, read_start, end, columns=_LIGHT_SCORE_COLUMNS + ["feature_errors"],
-                      filters=pc.field("entity").isin(entities))
+                      filters=_entity_filter(entities))
     if table is None:
         return pd.DataFrame()
     # Per (entity, group), the union of the incidents' shown ranges as sorted
