@@ -167,9 +167,13 @@ def make_table(timestamps_ms, entity, metric, values, labels=None) -> pa.Table:
         _dictionary(entity),
         _dictionary(metric),
         pa.array(np.asarray(values, dtype=np.float64), type=pa.float64(), from_pandas=True),
-        _dictionary(labels if labels is not None else pa.nulls(count, pa.string())),
+        _dictionary(labels) if labels is not None else _NULL_LABELS.take(np.zeros(count, dtype=np.int32)),
     ]
     return pa.Table.from_arrays(columns, schema=CURATED_TYPE)
+
+
+# A null label of the curated type: a null index into an empty dictionary.
+_NULL_LABELS = pa.DictionaryArray.from_arrays(pa.nulls(1, pa.int32()), pa.array([], type=pa.string()))
 
 
 def empty_table() -> pa.Table:
@@ -201,7 +205,7 @@ def _dictionary(values) -> pa.DictionaryArray:
 def repeat_dictionary(value: str | None, count: int) -> pa.DictionaryArray:
     """Return a dictionary array of ``count`` copies of one string."""
     dictionary = pa.array([value], type=pa.string())
-    return pa.DictionaryArray.from_arrays(pa.array(np.zeros(count, dtype=np.int32)), dictionary)
+    return pa.DictionaryArray.from_arrays(pa.array(np.zeros(count, dtype=np.int32)), dictionary, safe=False)
 
 
 def labels_json(labels: dict) -> str | None:
@@ -369,6 +373,8 @@ def _arrow_timestamps(values: pa.Array, config) -> tuple[np.ndarray, np.ndarray 
         return _localize(series, present, config)
     millis = values.cast(pa.timestamp("ms", tz="UTC"), safe=False).cast(pa.int64()).fill_null(0).to_numpy()
     ok = present & (millis >= _FIRST_MS) & (millis < _LAST_MS)
+    if ok.all():
+        return millis, None
     reasons = np.where(present, np.where(ok, None, TIMESTAMP_OUT_OF_RANGE), MISSING_TIMESTAMP).astype(object)
     return np.where(ok, millis, 0), (reasons if (~ok).any() else None)
 

@@ -242,7 +242,7 @@ def _fast(table: pa.Table, layout: _Layout, config) -> Parsed | None:
     width = len(positions)
     metric_codes = np.repeat(np.arange(width, dtype=np.int32), count)
     names = [layout.header[p].strip() for p in positions]
-    metrics = pa.DictionaryArray.from_arrays(pa.array(metric_codes), pa.array(names))
+    metrics = pa.DictionaryArray.from_arrays(pa.array(metric_codes), pa.array(names, type=pa.string()), safe=False)
     if entity is not None:
         entity_codes = np.tile(entities.indices.to_numpy(zero_copy_only=False), width)
         entities = pa.DictionaryArray.from_arrays(pa.array(entity_codes, type=pa.int32()), entities.dictionary)
