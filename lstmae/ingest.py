@@ -485,8 +485,8 @@ class _Curated:
         if not batch.num_rows:
             self.pending, self.pending_rows = [], 0
             return
-        entity = batch.column("entity").chunk(0)
-        first, last = entity.dictionary[entity.indices[0].as_py()].as_py(), entity.dictionary[entity.indices[-1].as_py()].as_py()
+        entity = batch.column("entity")
+        first, last = entity[0].as_py(), entity[-1].as_py()
         if self.last_entity is not None and first <= self.last_entity:
             log.info("Landing objects share entities across batches (%r after %r); deduplicating the interval as one table",
                      first, self.last_entity)
@@ -590,9 +590,11 @@ def _deduplicate(tables: list[pa.Table]) -> tuple[pa.Table, int, tuple[int, tupl
     """
     if not tables:
         return _empty_accepted(), 0, (0, None), None
-    table = pa.concat_tables(tables).unify_dictionaries().combine_chunks()
-    entity_codes, entity = _sorted_codes(table.column("entity").chunk(0))
-    metric_codes, metric = _sorted_codes(table.column("metric").chunk(0))
+    # Chunks stay as they are (one per object, sharing unified dictionaries);
+    # only the entity and metric codes are combined, to be sorted.
+    table = pa.concat_tables(tables).unify_dictionaries()
+    entity_codes, entity = _sorted_codes(table.column("entity").combine_chunks())
+    metric_codes, metric = _sorted_codes(table.column("metric").combine_chunks())
     millis = table.column("timestamp").cast(pa.int64()).to_numpy()
     table = table.set_column(1, "entity", entity).set_column(2, "metric", metric)
     # One int64 code per series, ordered as (entity, metric).

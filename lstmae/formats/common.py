@@ -167,13 +167,14 @@ def make_table(timestamps_ms, entity, metric, values, labels=None) -> pa.Table:
         _dictionary(entity),
         _dictionary(metric),
         pa.array(np.asarray(values, dtype=np.float64), type=pa.float64(), from_pandas=True),
-        _dictionary(labels) if labels is not None else _NULL_LABELS.take(np.zeros(count, dtype=np.int32)),
+        _dictionary(labels) if labels is not None else _null_labels(count),
     ]
     return pa.Table.from_arrays(columns, schema=CURATED_TYPE)
 
 
-# A null label of the curated type: a null index into an empty dictionary.
-_NULL_LABELS = pa.DictionaryArray.from_arrays(pa.nulls(1, pa.int32()), pa.array([], type=pa.string()))
+def _null_labels(count: int) -> pa.DictionaryArray:
+    """``count`` null labels: null indices into an empty dictionary."""
+    return pa.DictionaryArray.from_arrays(pa.nulls(count, pa.int32()), pa.array([], type=pa.string()), safe=False)
 
 
 def empty_table() -> pa.Table:
@@ -304,7 +305,7 @@ def epoch_to_ms(numbers: np.ndarray, unit: str) -> tuple[np.ndarray, np.ndarray]
 def _plain_array(values: pa.Array | pa.ChunkedArray) -> pa.Array:
     """Return ``values`` as one contiguous array, with dictionary encoding decoded."""
     if isinstance(values, pa.ChunkedArray):
-        values = values.combine_chunks()
+        values = values.chunk(0) if values.num_chunks == 1 else values.combine_chunks()
     if pa.types.is_dictionary(values.type):
         values = values.cast(values.type.value_type)
     return values
