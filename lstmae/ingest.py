@@ -190,7 +190,7 @@ def ingest_interval(storage: Storage, config: Config, start, end) -> IngestRepor
     deduplicated and written in batches of about :data:`BATCH_ROWS` rows
     while the batches hold separate entities in ascending order (one object
     per host, the usual layout), so memory does not grow with the number of
-    hosts. When a batch holds an entity that an earlier batch already wrote
+    hosts. When a batch contains an entity that an earlier batch already wrote
     (exports that mix entities), the written rows are read back and the rest
     of the interval is deduplicated as one table; the output is the same.
 
@@ -289,7 +289,7 @@ class _Window:
 
 @dataclass
 class _Routed:
-    """Where the samples of one parsed object go (computed on a worker thread).
+    """Routing of one parsed object's samples (computed on a worker thread).
 
     Attributes:
         table: the samples of this interval, with their ``source`` column.
@@ -451,7 +451,7 @@ class _Curated:
     """Accepted samples of a run: deduplicated, sorted and written to one slice file per day.
 
     Samples come object by object in listing order. While every batch of
-    about :data:`BATCH_ROWS` rows holds only entities above those of the
+    about :data:`BATCH_ROWS` rows contains only entities above those of the
     batches before it, each batch is deduplicated and sorted on its own and
     appended to the slice files as a row group, so the run holds one batch
     at a time; the files are then exactly what one sort of all samples
@@ -527,7 +527,7 @@ class _Curated:
             self.rows[day] += table.num_rows
 
     def _read_back(self) -> list[pa.Table]:
-        """The rows written so far, preceded by the duplicates their batches dropped; the files are removed."""
+        """Return the rows written so far, preceded by the duplicates their batches dropped, and remove the files."""
         tables = list(self.dropped)
         for day, (path, writer) in sorted(self.files.items()):
             writer.close()
@@ -650,7 +650,7 @@ def _sorted_codes(array: pa.DictionaryArray) -> tuple[np.ndarray, pa.DictionaryA
 
 
 def _is_sorted(series_step: np.ndarray, time_step: np.ndarray) -> bool:
-    """Whether rows are ordered by series and then time, given the steps from each row to the next."""
+    """Return whether rows are ordered by series and then time, given the steps from each row to the next."""
     if series_step.size and series_step.min() < 0:
         return False
     return bool((time_step[series_step == 0] >= 0).all())
@@ -701,10 +701,10 @@ def _log_report(report: IngestReport) -> None:
 # strings, so the files match schema.CURATED exactly. Timestamps are
 # delta-encoded. Values are snappy-compressed: zstd makes them about 30 %
 # smaller but takes three times as long, the largest single cost of ingest.
-# Statistics are kept for the time and the entity, which readers filter on
-# and which row groups (sorted by entity) can be skipped by; metric
-# statistics of a dictionary column cost as much as writing it and could
-# skip nothing, because every row group holds every metric.
+# Statistics are kept for the time and the entity: readers filter on both,
+# and row groups are sorted by entity, so a reader can skip them. Metric
+# statistics of a dictionary column cost as much as writing the column and
+# could skip nothing, because every row group contains every metric.
 CURATED_PARQUET = {
     "store_schema": False,
     "compression": {"timestamp": "zstd", "entity": "zstd", "metric": "zstd", "value": "snappy", "labels": "zstd",

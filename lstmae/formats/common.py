@@ -173,7 +173,7 @@ def make_table(timestamps_ms, entity, metric, values, labels=None) -> pa.Table:
 
 
 def _null_labels(count: int) -> pa.DictionaryArray:
-    """``count`` null labels: null indices into an empty dictionary."""
+    """Return ``count`` null labels: null indices into an empty dictionary."""
     return pa.DictionaryArray.from_arrays(pa.nulls(count, pa.int32()), pa.array([], type=pa.string()), safe=False)
 
 
