@@ -20,7 +20,6 @@ next run of the interval removes the leftovers.
 
 from __future__ import annotations
 
-import io
 import logging
 import os
 import re
@@ -261,8 +260,9 @@ def read_days(storage: Storage, table: str, start, end, group: str | None = None
         time_column: the table's time column. When given and slices of one
             partition overlap (a replacement in progress or interrupted),
             each time is read from the narrowest slice that covers it.
-        columns: read only these columns (default all). Must include
-            ``time_column`` when that is given.
+        columns: read only these columns (default all). Where slices
+            overlap, ``time_column`` is also read to choose the rows, and
+            dropped again when ``columns`` leaves it out.
         filters: a row filter applied while each file is decoded, in the form
             of ``pyarrow.parquet.read_table(filters=...)`` (an expression or a
             list of ``(column, op, value)`` tuples); default none. Rows are
@@ -272,11 +272,14 @@ def read_days(storage: Storage, table: str, start, end, group: str | None = None
             ``pyarrow.parquet.read_table``); default none.
     """
 
-    def read(key: str) -> pa.Table:
+    def read(key: str, with_time: bool = False) -> pa.Table:
         if columns is None and filters is None and read_dictionary is None:
             return storage.read_parquet(key)
-        return pq.read_table(io.BytesIO(storage.read_bytes(key)), columns=columns, filters=filters,
-                             read_dictionary=read_dictionary)
+        names = columns
+        if with_time and columns is not None and time_column not in columns:
+            names = [*columns, time_column]
+        with storage.open_input(key) as source:
+            return pq.read_table(source, columns=names, filters=filters, read_dictionary=read_dictionary)
 
     tables = []
     for day, _, _ in day_slices(start, end):
@@ -294,7 +297,7 @@ def read_days(storage: Storage, table: str, start, end, group: str | None = None
             claimed: list[tuple[int, int]] = []
             kept: dict[str, pa.Table] = {}
             for low, high, key in sorted(slices, key=lambda item: item[1] - item[0]):
-                part = read(key)
+                part = read(key, with_time=True)
                 seconds = _seconds_of(part.column(time_column), day)
                 keep = (seconds >= low) & (seconds < high)
                 for taken_low, taken_high in claimed:
@@ -302,7 +305,10 @@ def read_days(storage: Storage, table: str, start, end, group: str | None = None
                 kept[key] = part.filter(pa.array(keep))
                 claimed.append((low, high))
             merged = pa.concat_tables([kept[key] for _, _, key in sorted(slices)], promote_options="default")
-            tables.append(merged.take(pc.sort_indices(merged, sort_keys=[(time_column, "ascending")])))
+            merged = merged.take(pc.sort_indices(merged, sort_keys=[(time_column, "ascending")]))
+            if columns is not None and time_column not in columns:
+                merged = merged.drop_columns([time_column])
+            tables.append(merged)
     if not tables:
         return None
     return pa.concat_tables(tables, promote_options="default")

@@ -175,8 +175,9 @@ def _series_batches(storage: Storage, config: Config, group, features: list[str]
         pc.field("timestamp") < pa.scalar(end, type=time_type))
     columns = ["timestamp", "entity", "metric", "value"]
     if group.layout == "metrics":
-        found = read_days(storage, METRICS, start, end, time_column="timestamp", columns=["timestamp", "entity"],
-                          filters=in_range, read_dictionary=["entity"])
+        # Only the entity column is kept, as dictionary indices: about 4 bytes per curated row.
+        found = read_days(storage, METRICS, start, end, time_column="timestamp", columns=["entity"], filters=in_range,
+                          read_dictionary=["entity"])
         if found is None:
             return
         entities = sorted(set().union(*(set(chunk.dictionary.to_pylist()) for chunk in found["entity"].chunks)))

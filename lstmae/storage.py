@@ -105,6 +105,15 @@ class Storage:
     def read_parquet(self, key: str) -> pa.Table:
         return pq.read_table(io.BytesIO(self.read_bytes(key)))
 
+    def open_input(self, key: str) -> pa.NativeFile:
+        """Open ``key`` for reading as a pyarrow file, for example for ``pyarrow.parquet.read_table``.
+
+        The local backend reads the file from disk as it is needed, so a
+        reader that skips row groups or columns never holds the whole file.
+        This default reads the whole object into memory.
+        """
+        return pa.BufferReader(self.read_bytes(key))
+
     def write_file(self, key: str, path: str | os.PathLike[str]) -> None:
         """Publish the finished local file ``path`` as ``key``, in one atomic write.
 
@@ -162,24 +171,33 @@ class LocalStorage(Storage):
             Path(temporary).unlink(missing_ok=True)
             raise
 
+    def open_input(self, key: str) -> pa.NativeFile:
+        path = self._path(key)
+        try:
+            return pa.OSFile(str(path), mode="r")
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{self.uri_of(key)} does not exist") from None
+
     def write_file(self, key: str, path: str | os.PathLike[str]) -> None:
         target = self._path(key)
         target.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "rb") as stream:
             os.fsync(stream.fileno())
-        try:
-            # A rename within one file system is atomic.
-            os.replace(path, target)
-            return
-        except OSError as error:
-            if error.errno != errno.EXDEV:
-                raise
+        # As in write_bytes, the file first becomes a hidden temporary file
+        # beside the target (by a rename within one file system, else a copy),
+        # and only a rename makes it visible.
         handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        os.close(handle)
         try:
-            with os.fdopen(handle, "wb") as stream, open(path, "rb") as source:
-                shutil.copyfileobj(source, stream, 1 << 20)
-                stream.flush()
-                os.fsync(stream.fileno())
+            try:
+                os.replace(path, temporary)
+            except OSError as error:
+                if error.errno != errno.EXDEV:
+                    raise
+                with open(temporary, "wb") as stream, open(path, "rb") as source:
+                    shutil.copyfileobj(source, stream, 1 << 20)
+                    stream.flush()
+                    os.fsync(stream.fileno())
             os.replace(temporary, target)
         except BaseException:
             Path(temporary).unlink(missing_ok=True)
