@@ -247,7 +247,7 @@ def ingest_interval(storage: Storage, config: Config, start, end) -> IngestRepor
             report.objects_by_format[parsed.format] = report.objects_by_format.get(parsed.format, 0) + 1
             _count_routed(parsed, routed, key, folder, own, report, quarantine)
             if routed.table.num_rows:
-                curated.add(routed.table)
+                curated.add(routed.table, routed.order)
         report.partitions = curated.finish()
     except BaseException:
         curated.abort()
@@ -296,11 +296,28 @@ class _Routed:
         outside: quarantine entries of samples outside their landing day
             (own folders only), or None.
         other_intervals: good samples of another interval (own folders only).
+        order: see :class:`_Order`.
     """
 
     table: pa.Table
     outside: pa.Table | None
     other_intervals: int
+    order: "_Order"
+
+
+@dataclass(frozen=True)
+class _Order:
+    """Key order of one object's samples, found on the worker thread while they are in cache.
+
+    Attributes:
+        increasing: the ``(entity, metric, timestamp)`` keys strictly
+            increase from row to row: sorted, without duplicates.
+        first, last: the keys of the first and the last row, None without rows.
+    """
+
+    increasing: bool
+    first: tuple | None
+    last: tuple | None
 
 
 def _load_all(storage: Storage, exports: list, config: Config, window: _Window):
@@ -378,7 +395,45 @@ def _route(parsed: Parsed, key: str, folder, own: bool, window: _Window) -> _Rou
     if not keep.all():
         table = table.filter(pa.array(keep))
     source = pa.DictionaryArray.from_arrays(pa.array(np.zeros(table.num_rows, dtype=np.int32)), pa.array([key]))
-    return _Routed(table.append_column("source", source), outside, other_intervals)
+    return _Routed(table.append_column("source", source), outside, other_intervals, _order(table))
+
+
+def _order(table: pa.Table) -> _Order:
+    """Find whether the keys of ``table`` strictly increase, and its first and last key."""
+    count = table.num_rows
+    if count == 0:
+        return _Order(True, None, None)
+    entity, entity_names = _ranks(table.column("entity"))
+    metric, metric_names = _ranks(table.column("metric"))
+    if entity is None or metric is None:
+        return _Order(False, None, None)
+    millis = table.column("timestamp").cast(pa.int64()).to_numpy()
+    first = (entity_names[entity[0]], metric_names[metric[0]], int(millis[0]))
+    last = (entity_names[entity[-1]], metric_names[metric[-1]], int(millis[-1]))
+    if len(entity_names) == 1:
+        series = metric  # one entity, as in a wide export
+    else:
+        series = entity.astype(np.int64) * len(metric_names) + metric
+    series_step, time_step = np.diff(series), np.diff(millis)
+    increasing = bool(((series_step > 0) | ((series_step == 0) & (time_step > 0))).all())
+    return _Order(increasing, first, last)
+
+
+def _ranks(column: pa.ChunkedArray) -> tuple[np.ndarray | None, list[str]]:
+    """Return each row's rank among the column's distinct names (code point order) and those names.
+
+    The ranks are None when a row or a dictionary entry is null.
+    """
+    array = column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
+    names = array.dictionary.to_pylist()
+    if array.null_count or None in names:
+        return None, []
+    distinct = sorted(set(names))
+    if len(distinct) == 1:
+        return np.zeros(len(array), dtype=np.int32), distinct
+    rank = {name: position for position, name in enumerate(distinct)}
+    mapping = np.array([rank[name] for name in names], dtype=np.int32)
+    return mapping[array.indices.to_numpy()], distinct
 
 
 def _count_routed(parsed: Parsed, routed: _Routed, key: str, folder, own: bool, report: IngestReport, quarantine) -> None:
@@ -465,6 +520,7 @@ class _Curated:
         self.storage = storage
         self.slices = slices
         self.pending: list[pa.Table] = []
+        self.orders: list[_Order] = []
         self.pending_rows = 0
         self.whole: list[pa.Table] | None = None  # set once batches overlap
         self.last_entity: str | None = None
@@ -474,16 +530,17 @@ class _Curated:
         self.duplicates = 0
         self.other_labels = _OtherLabels()
 
-    def add(self, table: pa.Table) -> None:
+    def add(self, table: pa.Table, order: "_Order | None" = None) -> None:
         self.pending.append(table)
+        self.orders.append(order)
         self.pending_rows += table.num_rows
         if self.whole is None and self.pending_rows >= BATCH_ROWS:
             self._flush()
 
     def _flush(self) -> None:
-        batch, duplicates, other_labels, dropped = _deduplicate(self.pending)
+        batch, duplicates, other_labels, dropped = _deduplicate(self.pending, self.orders)
         if not batch.num_rows:
-            self.pending, self.pending_rows = [], 0
+            self._clear()
             return
         entity = batch.column("entity")
         first, last = entity[0].as_py(), entity[-1].as_py()
@@ -491,7 +548,7 @@ class _Curated:
             log.info("Landing objects share entities across batches (%r after %r); deduplicating the interval as one table",
                      first, self.last_entity)
             self.whole = self._read_back() + self.pending
-            self.pending, self.pending_rows = [], 0
+            self._clear()
             return
         self.duplicates += duplicates
         self.other_labels.add(*other_labels)
@@ -499,7 +556,10 @@ class _Curated:
             self.dropped.append(dropped)
         self.last_entity = last
         self._write(batch)
-        self.pending, self.pending_rows = [], 0
+        self._clear()
+
+    def _clear(self) -> None:
+        self.pending, self.orders, self.pending_rows = [], [], 0
 
     def _write(self, batch: pa.Table) -> None:
         """Append a deduplicated, sorted batch to the slice file of each day."""
@@ -545,7 +605,8 @@ class _Curated:
         if self.whole is not None:
             curated, self.duplicates, other_labels, _ = _deduplicate(self.whole + self.pending)
             self.other_labels.add(*other_labels)
-            self.whole, self.pending = None, []
+            self.whole = None
+            self._clear()
             self._write(curated)
             del curated
         partitions = {}
@@ -578,8 +639,15 @@ class _Curated:
         self.files = {}
 
 
-def _deduplicate(tables: list[pa.Table]) -> tuple[pa.Table, int, tuple[int, tuple | None], pa.Table | None]:
+def _deduplicate(tables: list[pa.Table], orders: list | None = None) -> tuple[pa.Table, int, tuple[int, tuple | None], pa.Table | None]:
     """Concatenate, sort by (entity, metric, timestamp) and keep the last of each duplicate key.
+
+    Args:
+        tables: accepted samples, in listing order.
+        orders: the :class:`_Order` of each table, or None where unknown.
+            When every table's keys increase and each table starts above
+            the end of the one before, the rows are already sorted and
+            unique, and nothing is compared row by row.
 
     Returns:
         ``(table, duplicates, (other_labels, example), dropped)``: the kept
@@ -593,6 +661,13 @@ def _deduplicate(tables: list[pa.Table]) -> tuple[pa.Table, int, tuple[int, tupl
     # Chunks stay as they are (one per object, sharing unified dictionaries);
     # only the entity and metric codes are combined, to be sorted.
     table = pa.concat_tables(tables).unify_dictionaries()
+    if _increasing(orders):
+        for position, name in ((1, "entity"), (2, "metric")):
+            column = table.column(name)
+            names = column.chunk(0).dictionary.to_pylist() if column.num_chunks else []
+            if None in names or not all(low < high for low, high in zip(names, names[1:])):
+                table = table.set_column(position, name, _sorted_codes(column.combine_chunks())[1])
+        return table, 0, (0, None), None
     entity_codes, entity = _sorted_codes(table.column("entity").combine_chunks())
     metric_codes, metric = _sorted_codes(table.column("metric").combine_chunks())
     millis = table.column("timestamp").cast(pa.int64()).to_numpy()
@@ -647,6 +722,14 @@ def _sorted_codes(array: pa.DictionaryArray) -> tuple[np.ndarray, pa.DictionaryA
     distinct = pc.unique(array.dictionary.cast(pa.string()).drop_null())
     distinct = distinct.take(pc.sort_indices(distinct))
     return codes, pa.DictionaryArray.from_arrays(pa.array(codes, type=pa.int32()), distinct)
+
+
+def _increasing(orders: list | None) -> bool:
+    """Return whether tables with these :class:`_Order` hold strictly increasing keys one after the other."""
+    if not orders or any(order is None or not order.increasing for order in orders):
+        return False
+    bounds = [order for order in orders if order.first is not None]
+    return all(before.last < after.first for before, after in zip(bounds, bounds[1:]))
 
 
 def _is_sorted(series_step: np.ndarray, time_step: np.ndarray) -> bool:

@@ -154,3 +154,20 @@ def test_gzip_limit_counts_every_member():
     with pytest.raises(ParseError) as caught:
         decompress("x.gz", member + member, limit=1199)
     assert caught.value.reason == "unpacked size over the limit"
+
+
+@pytest.mark.parametrize("batch_rows", [2, ONE_BATCH])
+def test_unsorted_and_repeated_columns_are_sorted(lake, monkeypatch, batch_rows):
+    # Times run backwards in h1, and h2 names one metric twice (the second value wins).
+    land_object(lake, DAY, "h1.csv", b"timestamp,mem,cpu\n2026-09-01T00:01:00Z,1,2\n2026-09-01T00:00:00Z,3,4\n")
+    land_object(lake, DAY, "h2.csv", b"timestamp,cpu, cpu\n2026-09-01T00:00:00Z,5,6\n")
+    monkeypatch.setattr(lstmae.ingest, "BATCH_ROWS", batch_rows)
+    report = ingest(lake)
+    assert [row[:4] for row in curated_rows(lake)] == [
+        (T0, "h1", "cpu", 4.0),
+        (T1, "h1", "cpu", 2.0),
+        (T0, "h1", "mem", 3.0),
+        (T1, "h1", "mem", 1.0),
+        (T0, "h2", "cpu", 6.0),
+    ]
+    assert report.rows_deduplicated == 1
