@@ -394,12 +394,13 @@ def _route(parsed: Parsed, key: str, folder, own: bool, window: _Window) -> _Rou
     keep = in_landing & in_interval
     if not keep.all():
         table = table.filter(pa.array(keep))
-    source = pa.DictionaryArray.from_arrays(pa.array(np.zeros(table.num_rows, dtype=np.int32)), pa.array([key]))
-    return _Routed(table.append_column("source", source), outside, other_intervals, _order(table))
+        millis = millis[keep]
+    source = pa.DictionaryArray.from_arrays(pa.array(np.zeros(table.num_rows, dtype=np.int32)), pa.array([key]), safe=False)
+    return _Routed(table.append_column("source", source), outside, other_intervals, _order(table, millis))
 
 
-def _order(table: pa.Table) -> _Order:
-    """Find whether the keys of ``table`` strictly increase, and its first and last key."""
+def _order(table: pa.Table, millis: np.ndarray) -> _Order:
+    """Find whether the keys of ``table`` strictly increase, and its first and last key (``millis``: its times)."""
     count = table.num_rows
     if count == 0:
         return _Order(True, None, None)
@@ -407,7 +408,6 @@ def _order(table: pa.Table) -> _Order:
     metric, metric_names = _ranks(table.column("metric"))
     if entity is None or metric is None:
         return _Order(False, None, None)
-    millis = table.column("timestamp").cast(pa.int64()).to_numpy()
     first = (entity_names[entity[0]], metric_names[metric[0]], int(millis[0]))
     last = (entity_names[entity[-1]], metric_names[metric[-1]], int(millis[-1]))
     if len(entity_names) == 1:
@@ -725,7 +725,7 @@ def _sorted_codes(array: pa.DictionaryArray) -> tuple[np.ndarray, pa.DictionaryA
 
 
 def _increasing(orders: list | None) -> bool:
-    """Return whether tables with these :class:`_Order` hold strictly increasing keys one after the other."""
+    """Return whether tables with these :class:`_Order` contain strictly increasing keys, one table after the other."""
     if not orders or any(order is None or not order.increasing for order in orders):
         return False
     bounds = [order for order in orders if order.first is not None]
