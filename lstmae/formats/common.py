@@ -366,6 +366,11 @@ def parse_timestamps(values: pa.Array, config) -> tuple[np.ndarray, np.ndarray |
 
 
 def _arrow_timestamps(values: pa.Array, config) -> tuple[np.ndarray, np.ndarray | None]:
+    if values.type.tz is not None and values.null_count == 0:
+        # The usual case, without a mask or reasons: every time present and in range.
+        millis = values.cast(pa.timestamp("ms", tz="UTC"), safe=False).cast(pa.int64()).to_numpy()
+        if not len(millis) or (millis.min() >= _FIRST_MS and millis.max() < _LAST_MS):
+            return millis, None
     present = ~np.asarray(values.is_null().to_numpy(zero_copy_only=False))
     if values.type.tz is None:
         if config.timezone is None:
