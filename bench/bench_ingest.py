@@ -11,7 +11,10 @@ directory. Workloads, timed alternately in the same process:
   quarantine Parquet partitions and the report).
 
 MB/s count the uncompressed CSV bytes; rows/s count CSV lines (one timestamp
-of one host, ``metrics`` values each).
+of one host, ``metrics`` values each). CPU seconds are the process's user
+and system time during the call, all threads together; their ratio shows
+how much more work ingest does than the read, whatever the machine's load,
+while the wall-time ratio (the target) also depends on free cores.
 
 Usage: ``python bench/bench_ingest.py [--hosts 100] [--metrics 8]``.
 """
@@ -20,11 +23,23 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import resource
 import tempfile
+import time
 
 import pandas as pd
 
 import common
+
+
+def _timed(function) -> tuple[float, float]:
+    """Call ``function`` once; return its wall seconds and the process's CPU seconds (all threads)."""
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    started = time.perf_counter()
+    function()
+    wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
 def main(argv=None) -> dict:
@@ -71,21 +86,29 @@ def main(argv=None) -> dict:
             raise RuntimeError(f"pyarrow read {parsed} CSV lines, expected {lines}")
         workloads = {"pyarrow.csv.read_csv (baseline)": pyarrow_read, "lstmae ingest_interval": lstmae_ingest}
         timings = {name: [] for name in workloads}
+        cpu = {name: [] for name in workloads}
         for _ in range(args.repetitions):
             for name, function in workloads.items():
-                timings[name].append(common.time_call(function))
+                wall, used = _timed(function)
+                timings[name].append(wall)
+                cpu[name].append(used)
 
     result = {"benchmark": "ingest", "machine": common.machine(), "load_average": common.load_average(),
               "hosts": args.hosts, "metrics": args.metrics, "objects": len(keys), "csv_lines": lines,
               "values": values, "compressed_bytes": compressed, "uncompressed_bytes": uncompressed,
               "curated_rows": getattr(report, "rows_curated", None), "workloads": {}}
     baseline = common.median(timings["pyarrow.csv.read_csv (baseline)"])
+    baseline_cpu = common.median(cpu["pyarrow.csv.read_csv (baseline)"])
     rows = []
     for name, seconds in timings.items():
         middle = common.median(seconds)
+        cpu_middle = common.median(cpu[name])
         item = {
             "seconds": middle,
             "seconds_all": seconds,
+            "cpu_seconds": cpu_middle,
+            "cpu_seconds_all": cpu[name],
+            "cpu_rate_vs_pyarrow": baseline_cpu / cpu_middle,
             "megabytes_per_second": uncompressed / middle / 1e6,
             "compressed_megabytes_per_second": compressed / middle / 1e6,
             "lines_per_second": lines / middle,
@@ -94,11 +117,13 @@ def main(argv=None) -> dict:
         }
         result["workloads"][name] = item
         rows.append([name, middle, item["megabytes_per_second"], item["compressed_megabytes_per_second"],
-                     item["lines_per_second"], item["values_per_second"], item["rate_vs_pyarrow"]])
+                     item["lines_per_second"], item["values_per_second"], item["rate_vs_pyarrow"], cpu_middle,
+                     item["cpu_rate_vs_pyarrow"]])
     common.print_table(
         f"Ingest, {len(keys)} gzip wide CSV objects ({args.hosts} hosts x 1 day x {args.metrics} metrics at 1 min), "
         f"{uncompressed / 1e6:.1f} MB CSV, {compressed / 1e6:.1f} MB gzip",
-        ["workload", "seconds", "MB/s (CSV)", "MB/s (gzip)", "lines/s", "values/s", "rate vs pyarrow"],
+        ["workload", "seconds", "MB/s (CSV)", "MB/s (gzip)", "lines/s", "values/s", "rate vs pyarrow", "CPU s",
+         "CPU rate vs pyarrow"],
         rows,
     )
     common.write_result("ingest", result)
