@@ -18,7 +18,10 @@ size (``VmHWM``), which a watchdog in the parent also samples; a step above
 ``--memory-limit`` or ``--time-limit`` is stopped and reported as failed.
 
 Running several host counts shows whether peak memory stays flat as the
-fleet grows, which it must for streaming by partition and group.
+fleet grows, which it must for streaming by partition and group: score and
+combine work on batches of entities (``SCORE_BATCH_SERIES`` and
+``COMBINE_BATCH_ENTITIES`` of :mod:`lstmae.pipeline`, recorded in the JSON)
+and write each batch as a row group.
 
 Usage: ``python bench/bench_fleet.py [--hosts 250 500 1000] [--metrics 8]``.
 """
@@ -219,8 +222,11 @@ def main(argv=None) -> dict:
         print(json.dumps(child(args.child, args.lake, args.day, units), default=str))
         return {}
 
+    from lstmae.pipeline import COMBINE_BATCH_ENTITIES, SCORE_BATCH_SERIES
+
     report = {"benchmark": "fleet", "machine": common.machine(), "load_average_before": common.load_average(),
-              "metrics": args.metrics, "units": units, "train_hosts": args.train_hosts, "runs": []}
+              "metrics": args.metrics, "units": units, "train_hosts": args.train_hosts,
+              "score_batch_series": SCORE_BATCH_SERIES, "combine_batch_entities": COMBINE_BATCH_ENTITIES, "runs": []}
     with tempfile.TemporaryDirectory(prefix="lstmae-bench-fleet-") as directory:
         base = Path(directory) / "base"
         started = time.monotonic()

@@ -8,6 +8,7 @@ keys) so that Airflow tasks pass nothing bigger through XCom.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
 import time
 from contextlib import ExitStack
@@ -188,7 +189,7 @@ def _series_batches(storage: Storage, config: Config, group, features: list[str]
     else:
         batches = [None if "*" in group.entities else sorted(group.entities)]
     for batch in batches:
-        keep = in_range if batch is None else in_range & pc.field("entity").isin(batch)
+        keep = in_range if batch is None else in_range & _entity_filter(batch)
         table = read_days(storage, METRICS, start, end, time_column="timestamp", columns=columns, filters=keep)
         if table is None or table.num_rows == 0:
             continue
@@ -310,10 +311,12 @@ def combine_interval(storage: Storage, config: Config, start, end, merge_steps: 
         chosen = chosen.head(config.max_incident_plots)
         if len(chosen) < len(incidents):
             log.info("Plotting %d of %d incidents (max_incident_plots)", len(chosen), len(incidents))
-        # Entities are plotted in batches so that only one batch's score rows are held at a time.
+        # Entities are plotted by combine batch: each read then decodes only
+        # the few row groups of the scores files that hold its entities.
+        batch_of = {entity: i // COMBINE_BATCH_ENTITIES for i, entity in enumerate(entities)}
         chosen_entities = sorted(set(chosen["entity"]))
-        for first in range(0, len(chosen_entities), SCORE_BATCH_SERIES):
-            batch = chosen[chosen["entity"].isin(chosen_entities[first : first + SCORE_BATCH_SERIES])]
+        for _, members in itertools.groupby(chosen_entities, key=lambda entity: batch_of.get(entity, -1)):
+            batch = chosen[chosen["entity"].isin(list(members))]
             context_scores = _incident_context(storage, batch, settings["read_start"], end, PLOT_MARGIN_STEPS * step)
             summary["plots"] += len(plot_incidents(storage, batch, context_scores, step, PLOT_MARGIN_STEPS))
             del context_scores
