@@ -232,6 +232,12 @@ class Config:
             most this many grid steps apart belong to one incident. Default
             30: on the labelled shared data, shorter gaps split one episode
             into several incidents and raised the false alarms per day.
+        min_incident_points: a closed incident with fewer anomalous points
+            is not written. Default 6: on the labelled shared data this
+            halved the false alarms per day and raised the event F1. An
+            incident that is still open (within ``incident_merge_steps`` of
+            the end of the interval or of a UTC day) is always written, since
+            the next run may extend it.
         max_incident_plots: most incident plots (PNG) one combine run renders,
             highest peak score first; 0 renders none. Default 50. Each plot
             costs about half a second, so a fleet with thousands of incidents
@@ -255,6 +261,7 @@ class Config:
     drift_windows: int = 40
     slo_windows: int = 3
     incident_merge_steps: int = 30
+    min_incident_points: int = 6
     max_incident_plots: int = 50
     timezone: str | None = None
     ingest: IngestConfig = field(default_factory=IngestConfig)
@@ -504,6 +511,7 @@ def config_from_dict(data: dict | None) -> Config:
         drift_windows=_positive_int("drift_windows", data.get("drift_windows", base.drift_windows)),
         slo_windows=_positive_int("slo_windows", data.get("slo_windows", base.slo_windows)),
         incident_merge_steps=_non_negative_int("incident_merge_steps", data.get("incident_merge_steps", base.incident_merge_steps)),
+        min_incident_points=_positive_int("min_incident_points", data.get("min_incident_points", base.min_incident_points)),
         max_incident_plots=_non_negative_int("max_incident_plots", data.get("max_incident_plots", base.max_incident_plots)),
         timezone=timezone,
         ingest=_ingest_from_dict("ingest", data.get("ingest") or {}),

@@ -229,7 +229,8 @@ def combine_interval(storage: Storage, config: Config, start, end, merge_steps: 
       it under the same id, with its start, and its ``points`` and peak
       counted over the whole incident so far. Each interval writes its own row
       (in the partition of the day of ``end``), so the latest row of an id is
-      the incident's current state.
+      the incident's current state. A closed incident with fewer than
+      ``config.min_incident_points`` anomalous points is not written.
     * ``slo_violations/``: runs of at least ``slo_windows`` consecutive windows
       with a value above an SLO limit (see :mod:`lstmae.slo`).
     * ``drift_events/`` and ``requests/retrain/<group>.json``: runs of
@@ -259,6 +260,7 @@ def combine_interval(storage: Storage, config: Config, start, end, merge_steps: 
         "read_start": start - max(lookback, plot_margin),
         "window_lookback": max(config.drift_windows, config.slo_windows) * max(g.timesteps for g in config.groups) * step,
         "slo_windows": config.slo_windows, "drift_windows": config.drift_windows,
+        "min_incident_points": config.min_incident_points,
     }
     previous = _open_rows(storage, INCIDENTS, start, lookback)
     previous_violations = _open_rows(storage, SLO_VIOLATIONS, start, max(g.timesteps for g in config.groups) * step + step)
@@ -365,7 +367,8 @@ def _combine_batch(storage: Storage, entities: list[str], settings: dict, previo
     return {
         VOTES: _votes(scores, settings["weights"], settings["vote_threshold"]),
         ANOMALIES: _anomalies(windows, anomalous_points, settings["weights"], settings["vote_threshold"]),
-        INCIDENTS: _incidents(anomalous_points, start, end, settings["step"], settings["merge_steps"], previous),
+        INCIDENTS: _incidents(anomalous_points, start, end, settings["step"], settings["merge_steps"], previous,
+                              settings["min_incident_points"]),
         SLO_VIOLATIONS: slo.violations(all_windows, start, end, settings["step"], settings["slo_windows"],
                                        previous_violations),
         DRIFT_EVENTS: drift.drift_events(all_windows, start, end, settings["step"], settings["drift_windows"]),
@@ -565,7 +568,24 @@ def _open_rows(storage: Storage, table: str, start: pd.Timestamp, lookback: pd.T
     return frame.sort_values("end").drop_duplicates(["entity", "group"], keep="last")
 
 
-def _incidents(scores, start, end, step, merge_steps, previous: pd.DataFrame) -> pd.DataFrame:
+def _near_day_end(nanos: np.ndarray, gap: pd.Timedelta) -> bool:
+    """Return True when any of ``nanos`` (ns since the epoch) lies at most ``gap`` before the next UTC midnight.
+
+    A daily run ending at that midnight treats such a run as open, so a run
+    over a longer range must keep it too for backfills to equal one-shot runs.
+    """
+    day = pd.Timedelta(days=1).value
+    return bool(np.any((nanos // day + 1) * day - nanos <= gap.value))
+
+
+def _incidents(scores, start, end, step, merge_steps, previous: pd.DataFrame, min_points: int = 1) -> pd.DataFrame:
+    """Merge anomalous points into incident rows (see :func:`combine_interval`).
+
+    A closed run with fewer than ``min_points`` anomalous points, counted over
+    the whole incident, is left out. A run that is open at the end of the
+    interval, or was open at a UTC midnight inside it, is kept whatever its
+    size.
+    """
     if scores.empty:
         return pd.DataFrame(columns=schema.INCIDENTS.names)
     rows = []
@@ -618,6 +638,10 @@ def _incidents(scores, start, end, step, merge_steps, previous: pd.DataFrame) ->
                 if item["ratio"] is not None and item["ratio"] > 1.0:
                     contribution[item["feature"]] = contribution.get(item["feature"], 0.0) + item["ratio"]
         top = [name for name, _ in sorted(contribution.items(), key=lambda kv: (-kv[1], kv[0]))[:5]]
+        points = points_before + int(points_counted)
+        is_open = bool(end - run_end <= gap)
+        if points < min_points and not is_open and not _near_day_end(nanos[first:stop], gap):
+            continue  # a short closed run: a blip, not an incident
         rows.append(
             {
                 "incident_id": incident_id(group, entity, incident_start),
@@ -628,9 +652,9 @@ def _incidents(scores, start, end, step, merge_steps, previous: pd.DataFrame) ->
                 "end": run_end,
                 "peak_timestamp": peak_timestamp,
                 "peak_score": peak_score,
-                "points": points_before + int(points_counted),
+                "points": points,
                 "top_features": top,
-                "open": bool(end - run_end <= gap),
+                "open": is_open,
             }
         )
     return pd.DataFrame(rows, columns=schema.INCIDENTS.names)

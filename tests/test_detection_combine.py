@@ -16,6 +16,7 @@ CONFIG = config_from_dict({
     "step": "5min",
     "vote_threshold": 0.5,
     "incident_merge_steps": 6,
+    "min_incident_points": 1,
     "groups": [{"name": "cpu", "weight": 0.5, "timesteps": 4}, {"name": "memory", "weight": 0.3, "timesteps": 4},
                {"name": "disk", "weight": 0.2, "timesteps": 4}],
 })
@@ -157,3 +158,59 @@ def test_incident_plots_capped_by_peak(lake):
 
     none = dataclasses.replace(CONFIG, max_incident_plots=0)
     assert combine_interval(lake, none, T0, T0 + 30 * STEP, plots=True)["plots"] == 0
+
+
+def incident_rows(lake) -> pd.DataFrame:
+    """Every row of the incidents table, over all day partitions."""
+    return pd.concat([lake.read_parquet(key).to_pandas() for key in lake.list("incidents/")], ignore_index=True)
+
+
+def test_short_closed_incident_dropped(lake):
+    """With min_incident_points 3: a closed 3-point run stays, a closed 1-point run goes, an open one stays."""
+    import dataclasses
+
+    # Runs (merge gap 6 steps): 3..7 (3 points, closed), 20 (1 point, 10 steps before the
+    # end: closed), 27 (1 point, 3 steps before the end: open).
+    publish(lake, "scores", score_rows("cpu", {3: 2.0, 4: 5.0, 7: 1.5, 20: 1.2, 27: 1.1}, 30), schema.SCORES,
+            "timestamp", "cpu")
+    config = dataclasses.replace(CONFIG, min_incident_points=3)
+    summary = combine_interval(lake, config, T0, T0 + 30 * STEP, plots=False)
+    incidents = incident_rows(lake).sort_values("start")
+    assert incidents["start"].tolist() == [T0 + 3 * STEP, T0 + 27 * STEP]
+    assert incidents["points"].tolist() == [3, 1]
+    assert incidents["open"].tolist() == [False, True]
+    assert summary["incident_ids"] == sorted([incident_id("cpu", "host", T0 + 3 * STEP),
+                                              incident_id("cpu", "host", T0 + 27 * STEP)])
+
+
+def test_short_incident_at_midnight_kept(lake, tmp_path):
+    """Short runs open at midnight survive a two-day run as in daily runs, so both give the same ids."""
+    import dataclasses
+
+    from lstmae.storage import LocalStorage
+
+    config = dataclasses.replace(CONFIG, min_incident_points=3)
+    day2 = T0 + pd.Timedelta(days=1)
+    start = day2 - 24 * STEP  # 22:00 on day 1
+    # host a: 22:30 alone (closed at midnight: dropped), 23:45 and 23:50 (2 points, 10 minutes
+    # before midnight: open then, kept). host b: 23:55 and 00:05 (2 points across midnight: kept).
+    frame = pd.concat([score_rows("cpu", {6: 2.0, 21: 2.0, 22: 3.0}, 48, start=start, entity="a"),
+                       score_rows("cpu", {23: 2.0, 25: 4.0}, 48, start=start, entity="b")], ignore_index=True)
+    one_shot = LocalStorage(tmp_path / "one-shot")
+    for storage in (lake, one_shot):
+        publish(storage, "scores", frame, schema.SCORES, "timestamp", "cpu")
+
+    combine_interval(lake, config, start, day2, plots=False)
+    combine_interval(lake, config, day2, day2 + 24 * STEP, plots=False)
+    combine_interval(one_shot, config, start, day2 + 24 * STEP, plots=False)
+    daily, whole = incident_rows(lake), incident_rows(one_shot)
+
+    expected = sorted([incident_id("cpu", "a", start + 21 * STEP), incident_id("cpu", "b", start + 23 * STEP)])
+    assert sorted(whole["incident_id"]) == expected
+    assert sorted(set(daily["incident_id"])) == expected
+    latest = daily.sort_values("end").drop_duplicates("incident_id", keep="last").set_index("entity")
+    assert latest.loc["a", "points"] == 2
+    assert latest.loc["b", "points"] == 2
+    assert latest.loc["b", "end"] == start + 25 * STEP
+    assert whole.set_index("entity").loc["b", "points"] == 2
+    assert not whole["open"].any()

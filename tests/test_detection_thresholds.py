@@ -22,6 +22,7 @@ def test_defaults_are_the_measured_ones():
     assert (default.smoothing, default.top_features, default.factor) == (6, 3, 1.0)
     assert default.exclude_constant is True
     assert config_from_dict({}).incident_merge_steps == 30
+    assert config_from_dict({}).min_incident_points == 6
 
 
 def test_constant_feature_left_out_of_score():
