@@ -89,7 +89,9 @@ def write_docs(results: dict, command: str) -> None:
         f"    {command}",
         "",
         f"Threshold settings of `default`: `{json.dumps(results['default_threshold'])}`; incidents merge "
-        f"anomalous points up to {results.get('incident_merge_steps', 30)} grid steps apart.",
+        f"anomalous points up to {results.get('incident_merge_steps', 30)} grid steps apart"
+        + (f", and closed incidents of fewer than {results['min_incident_points']} points are dropped."
+           if results.get("min_incident_points", 1) > 1 else "."),
         "",
         tables(results),
         "",
@@ -125,7 +127,8 @@ def main() -> None:
     started = time.monotonic()
     results = {"machine": common.machine(), "epochs": args.epochs, "entities": {},
                "default_threshold": threshold or ThresholdConfig().__dict__,
-               "incident_merge_steps": config_from_dict({}).incident_merge_steps}
+               "incident_merge_steps": config_from_dict({}).incident_merge_steps,
+               "min_incident_points": config_from_dict({}).min_incident_points}
     for name in args.entities:
         results["entities"][name] = run_entity(name, args.epochs, threshold)
         entity = results["entities"][name]
