@@ -103,7 +103,7 @@ def write_slice(
     day,
     slice_start,
     slice_end,
-    data: pa.Table | os.PathLike[str],
+    data: pa.Table | bytes | os.PathLike[str],
     group: str | None = None,
     time_column: str | None = None,
     parquet_options: dict | None = None,
@@ -112,7 +112,8 @@ def write_slice(
 
     Args:
         data: the rows, or the path of a finished local Parquet file of them
-            (as :class:`SliceWriter` writes), which is moved or copied.
+            (as :class:`SliceWriter` writes), which is moved or copied, or
+            the bytes of such a file, written as they are.
         time_column: the table's time column. When given, rows of an older
             slice that overlaps this one only in part are kept: the parts of
             it outside ``[slice_start, slice_end)`` are written as remainder
@@ -142,6 +143,8 @@ def write_slice(
                     log.info("Kept rows of %s outside the new slice as %s", other, _slice_key(prefix, piece_low, piece_high))
     if isinstance(data, pa.Table):
         storage.write_parquet(key, data, **(parquet_options or {}))
+    elif isinstance(data, bytes):
+        storage.write_bytes(key, data)
     else:
         storage.write_file(key, data)
     for _, _, other in overlapping:
