@@ -23,7 +23,7 @@ Writes ``bench/results/detection.json`` and the tables between the markers of
 Usage::
 
     python bench/detection.py [--epochs 20] [--entities omi-1 machine-2-1]
-        [--threshold '{"quantile": 0.999}'] [--no-docs]
+        [--threshold '{"quantile": 0.999}'] [--group '{"train_stride": 10}'] [--no-docs]
 """
 
 from __future__ import annotations
@@ -52,10 +52,15 @@ COLUMNS = ("flagged_fraction", "point_f1", "best_f1", "point_adjusted_f1", "even
            "false_alarms_per_day", "delay_steps_mean", "auc_pr", "vus_pr", "hit_rate_100", "hit_rate_150")
 
 
-def run_entity(name: str, epochs: int, threshold: dict) -> dict:
-    """Backtest one entity; return ``{rule: report}`` plus ``training`` and ``seconds``."""
+def run_entity(name: str, epochs: int, threshold: dict, group_settings: dict | None = None) -> dict:
+    """Backtest one entity; return ``{rule: report}`` plus ``training`` and ``seconds``.
+
+    ``group_settings`` override the group's settings (``train_stride``,
+    ``timesteps``, ``units``, ``model_type``); ``epochs`` and ``threshold``
+    are applied after them.
+    """
     dataset, step = ENTITIES[name]
-    group = {"name": "all", "epochs": epochs, "slo_percentiles": {}}
+    group = {"name": "all", **(group_settings or {}), "epochs": epochs, "slo_percentiles": {}}
     if threshold:
         group["threshold"] = threshold
     config = config_from_dict({"step": step, "groups": [group]})
@@ -110,6 +115,8 @@ def main() -> None:
     parser.add_argument("--entities", nargs="*", default=list(ENTITIES), help="entities to run (default all 11)")
     parser.add_argument("--threshold", default="{}",
                         help="JSON of threshold settings for the default rule (default: the product default)")
+    parser.add_argument("--group", default="{}",
+                        help='JSON of group settings for every entity, e.g. \'{"train_stride": 10}\' (default: the product default)')
     parser.add_argument("--no-docs", action="store_true", help="do not rewrite docs/detection.md")
     parser.add_argument("--from-json", metavar="FILE",
                         help="render docs/detection.md from an earlier results file instead of running")
@@ -124,13 +131,14 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown entities {unknown}; choose from {list(ENTITIES)}")
     threshold = json.loads(args.threshold)
+    group_settings = json.loads(args.group)
     started = time.monotonic()
-    results = {"machine": common.machine(), "epochs": args.epochs, "entities": {},
+    results = {"machine": common.machine(), "epochs": args.epochs, "entities": {}, "group_settings": group_settings,
                "default_threshold": threshold or ThresholdConfig().__dict__,
                "incident_merge_steps": config_from_dict({}).incident_merge_steps,
                "min_incident_points": config_from_dict({}).min_incident_points}
     for name in args.entities:
-        results["entities"][name] = run_entity(name, args.epochs, threshold)
+        results["entities"][name] = run_entity(name, args.epochs, threshold, group_settings)
         entity = results["entities"][name]
         print(f"{name}: " + ", ".join(
             f"{rule} point F1 {entity[rule]['point']['f1']:.3f} event F1 {entity[rule]['event']['f1']:.3f}"
@@ -138,7 +146,8 @@ def main() -> None:
     results["seconds"] = round(time.monotonic() - started, 1)
     results["command"] = "python bench/detection.py" + (f" --epochs {args.epochs}" if args.epochs != 20 else "") + (
         f" --entities {' '.join(args.entities)}" if args.entities != list(ENTITIES) else "") + (
-        f" --threshold '{args.threshold}'" if threshold else "")
+        f" --threshold '{args.threshold}'" if threshold else "") + (
+        f" --group '{args.group}'" if group_settings else "")
     common.RESULTS.mkdir(parents=True, exist_ok=True)
     (common.RESULTS / "detection.json").write_text(json.dumps(results, indent=2, default=str), encoding="utf-8")
     print(tables(results))
