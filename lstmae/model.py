@@ -221,13 +221,120 @@ def _inference_function(model, window_shape: tuple[int, int], fixed_batch: int |
         # The graph refers to the model weakly: a strong reference from the
         # cached value would keep its weak key, the model, alive forever.
         model_ref = weakref.ref(model)
+        forward = _fused_autoencoder(model, window_shape)
+        fused = forward is not None
+        if not fused:
+
+            def forward(batch):
+                return model_ref()(batch, training=False)
+
         functions[key] = tf.function(
-            lambda batch: model_ref()(batch, training=False),
+            forward,
             input_signature=[tf.TensorSpec((fixed_batch, *window_shape), tf.float32)],
             jit_compile=fixed_batch is not None,
+            autograph=False,
         )
-        log.debug("Created the inference graph of %s for windows %s (XLA: %s)", model.name, window_shape, fixed_batch is not None)
+        log.debug("Created the inference graph of %s for windows %s (XLA: %s, fused: %s)", model.name, window_shape,
+                  fixed_batch is not None, fused)
     return functions[key]
+
+
+# The fused graph is unrolled, so it grows with the window. Longer windows use Keras's loop.
+FUSED_MAX_TIMESTEPS = 256
+_ACTIVATIONS = ("relu", "tanh", "sigmoid")
+
+
+def _fused_autoencoder(model, window_shape: tuple[int, int]):
+    """Return an inference function of the reference autoencoder with fused input products, or None.
+
+    Keras's LSTM on a CPU multiplies the input and the previous state by the
+    weights at every step inside a ``tf.while_loop``. For inference the input
+    product does not depend on the previous step. This function computes it
+    for all timesteps as one large matrix product per layer, and once for the
+    decoder, whose input is the same encoding at every step. The recurrence
+    then runs as an unrolled graph with one ``(batch, units) x (units,
+    4 units)`` product per step. The arithmetic is the same as Keras's up to
+    float32 rounding. It applies only to the architecture of
+    :func:`build_autoencoder` (layer names and types, plain LSTM cells with
+    bias, sigmoid gates, relu, tanh or sigmoid activations, windows of at
+    most ``FUSED_MAX_TIMESTEPS``); any other model returns None and runs
+    through Keras.
+    """
+    import tensorflow as tf
+    from keras import layers
+
+    timesteps, features = window_shape
+    found = {layer.name: layer for layer in getattr(model, "layers", [])}
+    try:
+        encoder, encoding, repeat = found["encoder"], found["encoding"], found["repeat"]
+        decoder, output = found["decoder"], found["reconstruction"]
+    except KeyError:
+        return None
+    recurrent = [encoder, getattr(encoding, "forward_layer", None), getattr(encoding, "backward_layer", None), decoder]
+    if (
+        not isinstance(encoding, layers.Bidirectional)
+        or not isinstance(repeat, layers.RepeatVector)
+        or not isinstance(output, layers.TimeDistributed)
+        or not isinstance(getattr(output, "layer", None), layers.Dense)
+        or not all(isinstance(layer, layers.LSTM) for layer in recurrent)
+        or timesteps > FUSED_MAX_TIMESTEPS
+        or repeat.n != timesteps
+        or len(model.layers) != 6
+        or encoding.merge_mode != "concat"
+    ):
+        return None
+    forward_layer, backward_layer = recurrent[1], recurrent[2]
+    expected = [(encoder, True, False), (forward_layer, False, False), (backward_layer, False, True), (decoder, True, False)]
+    for layer, sequences, backwards in expected:
+        cell = layer.cell
+        if (
+            layer.return_sequences != sequences
+            or layer.go_backwards != backwards
+            or layer.stateful
+            or not cell.use_bias
+            or getattr(cell.recurrent_activation, "__name__", "") != "sigmoid"
+            or getattr(cell.activation, "__name__", "") not in _ACTIVATIONS
+        ):
+            return None
+    if encoder.cell.kernel.shape[0] != features or output.layer.activation.__name__ != "linear":
+        return None
+
+    def activation(cell):
+        return {"relu": tf.nn.relu, "tanh": tf.tanh, "sigmoid": tf.sigmoid}[cell.activation.__name__]
+
+    def recur(projected: list, cell, sequences: bool):
+        """Run the recurrence over per-step input products ``projected``; return all or the last state."""
+        act, units = activation(cell), cell.units
+        state = tf.zeros_like(projected[0][:, :units])
+        carry = state
+        outputs = []
+        for step in projected:
+            gates = step + tf.matmul(state, cell.recurrent_kernel)
+            i, f, g, o = tf.split(gates, 4, axis=1)
+            carry = tf.sigmoid(f) * carry + tf.sigmoid(i) * act(g)
+            state = tf.sigmoid(o) * act(carry)
+            if sequences:
+                outputs.append(state)
+        return tf.stack(outputs, axis=1) if sequences else state
+
+    def over_time(x, cell):
+        """Input products of every timestep of ``x`` (batch, timesteps, inputs) in one matrix product."""
+        inputs = x.shape[-1]
+        product = tf.matmul(tf.reshape(x, (-1, inputs)), cell.kernel) + cell.bias
+        return tf.unstack(tf.reshape(product, (-1, timesteps, 4 * cell.units)), axis=1)
+
+    def fused_forward(batch):
+        hidden = recur(over_time(batch, encoder.cell), encoder.cell, True)
+        ahead = recur(over_time(hidden, forward_layer.cell), forward_layer.cell, False)
+        behind = recur(over_time(hidden, backward_layer.cell)[::-1], backward_layer.cell, False)
+        encoded = tf.concat([ahead, behind], axis=1)
+        repeated = tf.matmul(encoded, decoder.cell.kernel) + decoder.cell.bias
+        decoded = recur([repeated] * timesteps, decoder.cell, True)
+        dense = output.layer
+        values = tf.matmul(tf.reshape(decoded, (-1, decoder.cell.units)), dense.kernel) + dense.bias
+        return tf.reshape(values, (-1, timesteps, dense.units))
+
+    return fused_forward
 
 
 def _empty_output(model, windows):

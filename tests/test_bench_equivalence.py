@@ -98,3 +98,27 @@ def test_series_errors_match_model_predict(autoencoder):
     actual = scaler.transform(result.reconstruction[ends])
     assert np.abs(actual - expected).max() <= TOLERANCE
     assert np.isnan(result.reconstruction[~result.scorable]).all()
+
+
+def test_reference_autoencoder_runs_fused_and_matches(autoencoder, windows):
+    import keras
+
+    from lstmae.model import FUSED_MAX_TIMESTEPS, _fused_autoencoder, build_autoencoder, build_predictor
+
+    fused = _fused_autoencoder(autoencoder, (TIMESTEPS, FEATURES))
+    assert fused is not None
+    expected = autoencoder.predict(windows, verbose=0)
+    assert np.abs(fused(windows).numpy() - expected).max() <= TOLERANCE
+
+    # 60 steps, the reference window, with trained-looking weights of larger scale.
+    keras.utils.set_random_seed(8)
+    model = build_autoencoder(60, 5, units=(12, 10, 12))
+    for variable in model.trainable_variables:
+        variable.assign(variable.numpy() * 1.5)
+    long_windows = np.random.default_rng(9).standard_normal((9, 60, 5)).astype(np.float32)
+    assert np.abs(_fused_autoencoder(model, (60, 5))(long_windows).numpy() - model.predict(long_windows, verbose=0)).max() <= TOLERANCE
+
+    # Other architectures and unrolled graphs that would be too large run through Keras.
+    assert _fused_autoencoder(build_predictor(TIMESTEPS, FEATURES, look_ahead=2, units=(4, 4, 4)), (TIMESTEPS, FEATURES)) is None
+    too_long = build_autoencoder(FUSED_MAX_TIMESTEPS + 1, 2, units=(2, 2, 2))
+    assert _fused_autoencoder(too_long, (FUSED_MAX_TIMESTEPS + 1, 2)) is None
