@@ -270,3 +270,51 @@ def test_nan_loss_publishes_nothing(lake, monkeypatch):
     with pytest.raises(ValueError, match=r"Training diverged: loss .* is not finite"):
         train_group(lake, _train_config(), "all", DAY, DAY + pd.Timedelta(hours=12), plots=False)
     assert lake.list("models/") == []
+
+
+def test_kill_before_scores_slice_published(scored_lake, tmp_path):
+    """Score streams its slices through a temporary file: a kill before the rename keeps the old slice."""
+    import shutil
+
+    import pyarrow.parquet as pq
+
+    from lstmae.pipeline import score_group
+
+    root = tmp_path / "copy"
+    shutil.copytree(scored_lake["lake"], root)
+    lake = LocalStorage(root)
+    day = scored_lake["score_days"][-1]
+    partition = root / "scores" / f"date={day:%Y-%m-%d}" / "group=all"
+    before = {path.name: pq.read_table(path) for path in sorted(partition.glob("*.parquet"))}
+    assert len(before) == 1
+    config_yaml = scored_lake["config_path"].read_text(encoding="utf-8")
+    script = f"""
+    import os
+    import yaml
+    import pandas as pd
+    import lstmae.storage as storage
+    from lstmae.config import config_from_dict
+    from lstmae.pipeline import score_group
+    real_replace = storage.os.replace
+    def replace(source, target):
+        if "/scores/" in str(target) and not os.path.basename(str(target)).startswith("."):
+            stop_here()
+        real_replace(source, target)
+    storage.os.replace = replace
+    data = yaml.safe_load({config_yaml!r})
+    data["lake"] = {str(root)!r}
+    day = pd.Timestamp({day.isoformat()!r})
+    score_group(storage.LocalStorage({str(root)!r}), config_from_dict(data), "all", day, day + pd.Timedelta(days=1))
+    """
+    kill_at_point(tmp_path, script, timeout=120)
+
+    visible = sorted(path.name for path in partition.glob("*.parquet"))
+    assert visible == list(before)
+    for name, table in before.items():
+        assert pq.read_table(partition / name).equals(table)
+    # The rerun publishes the same rows as before the kill, compared in entity and time order.
+    score_group(lake, scored_lake["config"], "all", day, day + pd.Timedelta(days=1))
+    after = pq.read_table(partition / visible[0])
+    assert after.num_rows == before[visible[0]].num_rows
+    keys = ["entity", "timestamp"]
+    assert after.sort_by([(k, "ascending") for k in keys]).equals(before[visible[0]].sort_by([(k, "ascending") for k in keys]))
