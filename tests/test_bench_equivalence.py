@@ -122,3 +122,44 @@ def test_reference_autoencoder_runs_fused_and_matches(autoencoder, windows):
     assert _fused_autoencoder(build_predictor(TIMESTEPS, FEATURES, look_ahead=2, units=(4, 4, 4)), (TIMESTEPS, FEATURES)) is None
     too_long = build_autoencoder(FUSED_MAX_TIMESTEPS + 1, 2, units=(2, 2, 2))
     assert _fused_autoencoder(too_long, (FUSED_MAX_TIMESTEPS + 1, 2)) is None
+
+
+@pytest.mark.parametrize(
+    ("setting", "windows", "expected"),
+    [(None, 49_999, False), (None, 50_000, True), ("auto", 60_000, True), ("1", 1, True), ("on", 1, True),
+     ("0", 10**6, False), ("off", 10**6, False)],
+)
+def test_jit_setting_by_env_and_size(monkeypatch, setting, windows, expected):
+    from lstmae.model import JIT_MIN_WINDOWS, _jit_setting
+
+    assert JIT_MIN_WINDOWS == 50_000
+    if setting is None:
+        monkeypatch.delenv("LSTMAE_JIT", raising=False)
+    else:
+        monkeypatch.setenv("LSTMAE_JIT", setting)
+    assert _jit_setting(windows) is expected
+
+
+def test_jit_setting_rejects_unknown_value(monkeypatch):
+    from lstmae.model import _jit_setting
+
+    monkeypatch.setenv("LSTMAE_JIT", "sometimes")
+    with pytest.raises(ValueError, match="LSTMAE_JIT='sometimes'"):
+        _jit_setting(10)
+
+
+def test_large_calls_compile_with_xla(monkeypatch, autoencoder, windows):
+    import lstmae.model as model_module
+
+    monkeypatch.delenv("LSTMAE_JIT", raising=False)
+    monkeypatch.setattr(model_module, "JIT_MIN_WINDOWS", 20)
+    expected = autoencoder.predict(windows, verbose=0)
+
+    small = model_module.predict(autoencoder, windows[:5], batch_size=16)
+    large = model_module.predict(autoencoder, windows, batch_size=16)
+
+    graphs = model_module._INFERENCE_FUNCTIONS[autoencoder]
+    assert (TIMESTEPS, FEATURES, None) in graphs
+    assert (TIMESTEPS, FEATURES, 16) in graphs
+    assert np.abs(small - expected[:5]).max() <= TOLERANCE
+    assert np.abs(large - expected).max() <= TOLERANCE
