@@ -173,7 +173,8 @@ def predict(
             ``bench/bench_scoring.py``.
         jit_compile: compile the graph with XLA. ``None`` (default) reads
             ``$LSTMAE_JIT``: ``1`` always, ``0`` never, unset or ``auto``
-            when the call has at least ``JIT_MIN_WINDOWS`` windows. With XLA
+            once this model has been given at least ``JIT_MIN_WINDOWS``
+            windows in this process, this call included. With XLA
             the last batch is zero-padded to ``batch_size`` so that one
             compiled shape serves every call. Compiling takes about 11 s for
             the reference model on a 2-core machine, once per model and
@@ -192,7 +193,9 @@ def predict(
     if len(windows) == 0:
         return _empty_output(model, windows)
     if jit_compile is None:
-        jit_compile = _jit_setting(len(windows))
+        seen = _PREDICTED_WINDOWS.get(model, 0) + len(windows)
+        _PREDICTED_WINDOWS[model] = seen
+        jit_compile = _jit_setting(seen)
     function = _inference_function(model, windows.shape[1:], batch_size if jit_compile else None)
     outputs = []
     for start in range(0, len(windows), batch_size):
@@ -210,15 +213,19 @@ def predict(
     return np.concatenate(outputs)
 
 
-# Calls with at least this many windows compile with XLA unless $LSTMAE_JIT
-# says otherwise. One fleet batch of 64 series and a day of 1-minute rows
-# holds about 96,000 windows, and a single group of a few hosts far fewer,
-# so small deployments and tests skip the compile time.
-JIT_MIN_WINDOWS = 50_000
+# With $LSTMAE_JIT unset or "auto", a model switches to XLA once it has been
+# given this many windows in the process. XLA's compile time is then repaid
+# by jobs that go on to score at least as many again. A day of 1-minute rows
+# is about 1,500 windows per series, so the switch comes after about 130
+# series, and small deployments and tests never compile.
+JIT_MIN_WINDOWS = 200_000
+
+# Windows given to each model's predict calls in this process (weak keys).
+_PREDICTED_WINDOWS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def _jit_setting(windows: int) -> bool:
-    """Return whether a ``predict`` call of ``windows`` windows uses XLA, from ``$LSTMAE_JIT``."""
+    """Return whether to use XLA for a model given ``windows`` windows so far, from ``$LSTMAE_JIT``."""
     value = os.environ.get("LSTMAE_JIT", "auto").strip().lower()
     if value in ("1", "true", "yes", "on"):
         return True

@@ -126,13 +126,13 @@ def test_reference_autoencoder_runs_fused_and_matches(autoencoder, windows):
 
 @pytest.mark.parametrize(
     ("setting", "windows", "expected"),
-    [(None, 49_999, False), (None, 50_000, True), ("auto", 60_000, True), ("1", 1, True), ("on", 1, True),
+    [(None, 199_999, False), (None, 200_000, True), ("auto", 250_000, True), ("1", 1, True), ("on", 1, True),
      ("0", 10**6, False), ("off", 10**6, False)],
 )
 def test_jit_setting_by_env_and_size(monkeypatch, setting, windows, expected):
     from lstmae.model import JIT_MIN_WINDOWS, _jit_setting
 
-    assert JIT_MIN_WINDOWS == 50_000
+    assert JIT_MIN_WINDOWS == 200_000
     if setting is None:
         monkeypatch.delenv("LSTMAE_JIT", raising=False)
     else:
@@ -148,14 +148,19 @@ def test_jit_setting_rejects_unknown_value(monkeypatch):
         _jit_setting(10)
 
 
-def test_large_calls_compile_with_xla(monkeypatch, autoencoder, windows):
+def test_model_switches_to_xla_after_threshold(monkeypatch, windows):
+    import keras
     import lstmae.model as model_module
 
     monkeypatch.delenv("LSTMAE_JIT", raising=False)
     monkeypatch.setattr(model_module, "JIT_MIN_WINDOWS", 20)
+    keras.utils.set_random_seed(3)
+    autoencoder = model_module.build_autoencoder(TIMESTEPS, FEATURES, units=(8, 6, 8))
     expected = autoencoder.predict(windows, verbose=0)
 
+    # 5 windows so far: the graph without XLA. 5 + 23 = 28 >= 20: the XLA graph.
     small = model_module.predict(autoencoder, windows[:5], batch_size=16)
+    assert list(model_module._INFERENCE_FUNCTIONS[autoencoder]) == [(TIMESTEPS, FEATURES, None)]
     large = model_module.predict(autoencoder, windows, batch_size=16)
 
     graphs = model_module._INFERENCE_FUNCTIONS[autoencoder]
