@@ -619,9 +619,8 @@ class _Curated:
                         data = stream.read()
                 finally:
                     os.unlink(path)
-                # Published through write_bytes, the write path that the fault
-                # tests interrupt. The compressed file takes about 15 % of the
-                # memory of its rows (11 MB for 200 hosts and a day).
+                # The finished file is published as bytes in one write. It takes
+                # about 15 % of the memory of its rows (11 MB for 200 hosts and a day).
                 write_slice(self.storage, METRICS, day, slice_start, slice_end, data, time_column="timestamp")
                 del data
                 rows = self.rows[day]
