@@ -156,20 +156,31 @@ class LocalStorage(Storage):
         except FileNotFoundError:
             raise FileNotFoundError(f"{self.uri_of(key)} does not exist") from None
 
-    def write_bytes(self, key: str, data: bytes) -> None:
-        path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # The temporary name starts with a dot so that dataset readers skip it.
-        handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    def _publish(self, key: str, fill) -> None:
+        """Make ``key`` appear complete: ``fill(handle, temporary)`` writes a hidden file beside it, then a rename.
+
+        The temporary name starts with a dot so that dataset readers skip it.
+        ``fill`` gets the open descriptor and the path of that file and must
+        close the descriptor. A failure removes the temporary file.
+        """
+        target = self._path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
         try:
+            fill(handle, temporary)
+            os.replace(temporary, target)
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise
+
+    def write_bytes(self, key: str, data: bytes) -> None:
+        def fill(handle: int, temporary: str) -> None:
             with os.fdopen(handle, "wb") as stream:
                 stream.write(data)
                 stream.flush()
                 os.fsync(stream.fileno())
-            os.replace(temporary, path)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
+
+        self._publish(key, fill)
 
     def open_input(self, key: str) -> pa.NativeFile:
         path = self._path(key)
@@ -179,16 +190,13 @@ class LocalStorage(Storage):
             raise FileNotFoundError(f"{self.uri_of(key)} does not exist") from None
 
     def write_file(self, key: str, path: str | os.PathLike[str]) -> None:
-        target = self._path(key)
-        target.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "rb") as stream:
             os.fsync(stream.fileno())
-        # As in write_bytes, the file first becomes a hidden temporary file
-        # beside the target (by a rename within one file system, else a copy),
-        # and only a rename makes it visible.
-        handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-        os.close(handle)
-        try:
+
+        def fill(handle: int, temporary: str) -> None:
+            # The file becomes the hidden temporary file by a rename within
+            # one file system, else by a copy.
+            os.close(handle)
             try:
                 os.replace(path, temporary)
             except OSError as error:
@@ -198,10 +206,8 @@ class LocalStorage(Storage):
                     shutil.copyfileobj(source, stream, 1 << 20)
                     stream.flush()
                     os.fsync(stream.fileno())
-            os.replace(temporary, target)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
+
+        self._publish(key, fill)
 
     def list(self, prefix: str) -> list[str]:
         base = self.root / prefix
