@@ -1,15 +1,16 @@
-"""Helpers of the ingest tests: a configuration, a run, and the curated and quarantined rows as plain tuples."""
+"""Helpers of the ingest tests: a configuration, a run, the curated and quarantined rows as plain tuples, and a curated fleet."""
 
 from __future__ import annotations
 
 import gzip
 import json
 
+import numpy as np
 import pandas as pd
 
 from lstmae.config import config_from_dict
 from lstmae.ingest import METRICS, QUARANTINE, ingest_interval
-from lstmae.lake import read_days
+from lstmae.lake import day_slices, read_days, write_slice
 
 DAY = pd.Timestamp("2026-09-01", tz="UTC")
 NEXT_DAY = DAY + pd.Timedelta(days=1)
@@ -65,3 +66,31 @@ def labels(text: str | None) -> dict | None:
 
 def _iso(stamp) -> str:
     return pd.Timestamp(stamp).tz_convert("UTC").strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def write_curated_sine(storage, start: pd.Timestamp, entities: dict[str, int], days: int,
+                       cpu_spikes: dict[str, tuple[pd.Timestamp, pd.Timestamp]] | None = None) -> None:
+    """Write curated cpu and memory rows on a 5-minute grid, one slice per day, without ingest.
+
+    Each entity's values are a daily sine shifted by its seed plus noise from
+    ``numpy.random.default_rng(seed)`` (cpu around 0.5, memory around 0.3).
+    ``cpu_spikes`` adds 2.0 to an entity's cpu in ``[begin, end)``.
+    """
+    from lstmae.ingest import curated_table
+
+    index = pd.date_range(start, periods=days * 288, freq="5min")
+    phase = 2 * np.pi * (index.hour * 60 + index.minute) / 1440
+    rows = []
+    for entity, seed in entities.items():
+        rng = np.random.default_rng(seed)
+        for metric, level in (("cpu", 0.5), ("memory", 0.3)):
+            values = level + 0.1 * np.sin(phase + seed) + rng.normal(0, 0.01, len(index))
+            if metric == "cpu" and entity in (cpu_spikes or {}):
+                begin, end = cpu_spikes[entity]
+                values = np.where((index >= begin) & (index < end), values + 2.0, values)
+            rows.append(pd.DataFrame({"timestamp": index, "entity": entity, "metric": metric, "value": values,
+                                      "labels": None, "source": "test"}))
+    frame = pd.concat(rows, ignore_index=True)
+    for day, slice_start, slice_end in day_slices(start, start + pd.Timedelta(days=days)):
+        part = frame[(frame["timestamp"] >= slice_start) & (frame["timestamp"] < slice_end)]
+        write_slice(storage, METRICS, day, slice_start, slice_end, curated_table(part))

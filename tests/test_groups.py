@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-import numpy as np
+import sys
+from pathlib import Path
+
 import pandas as pd
 import pytest
 
 from lstmae.config import ConfigError, config_from_dict, load_config
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from ingest_helpers import write_curated_sine  # noqa: E402
 
 START = pd.Timestamp("2026-09-01T00:00:00Z")
 
@@ -80,26 +85,6 @@ def test_yaml_error_names_the_file(tmp_path):
         load_config(path)
 
 
-def _land(storage, entities: dict[str, int], days: int) -> None:
-    """Write curated rows (cpu, memory) for each entity, one partition per day."""
-    from lstmae.ingest import curated_table
-    from lstmae.lake import day_slices, write_slice
-
-    index = pd.date_range(START, periods=days * 288, freq="5min")
-    phase = 2 * np.pi * (index.hour * 60 + index.minute) / 1440
-    rows = []
-    for entity, seed in entities.items():
-        rng = np.random.default_rng(seed)
-        for metric, level in (("cpu", 0.5), ("memory", 0.3)):
-            values = level + 0.1 * np.sin(phase + seed) + rng.normal(0, 0.01, len(index))
-            rows.append(pd.DataFrame({"timestamp": index, "entity": entity, "metric": metric, "value": values,
-                                      "labels": None, "source": "test"}))
-    frame = pd.concat(rows, ignore_index=True)
-    for day, slice_start, slice_end in day_slices(START, START + pd.Timedelta(days=days)):
-        part = frame[(frame["timestamp"] >= slice_start) & (frame["timestamp"] < slice_end)]
-        write_slice(storage, "metrics", day, slice_start, slice_end, curated_table(part))
-
-
 TINY = {"timesteps": 6, "train_stride": 3, "units": [4, 4, 4], "epochs": 1, "batch_size": 64}
 
 
@@ -109,7 +94,7 @@ def test_nodes_layout_trains_and_scores(lake):
     from lstmae.pipeline import score_group
     from lstmae.training import train_group
 
-    _land(lake, {"node1": 1, "node2": 2, "node3": 3}, days=3)
+    write_curated_sine(lake, START, {"node1": 1, "node2": 2, "node3": 3}, days=3)
     config = config_from_dict({"groups": [dict(TINY, name="cpu", layout="nodes", metrics=["cpu"],
                                                entities=["node1", "node2", "node3"])]})
     trained = train_group(lake, config, "cpu", START, START + pd.Timedelta(days=2), plots=False)
@@ -133,7 +118,7 @@ def test_metrics_layout_shared_across_entities(lake):
     from lstmae.pipeline import score_group
     from lstmae.training import train_group
 
-    _land(lake, {"host-a": 1, "host-b": 2, "host-c": 3}, days=3)
+    write_curated_sine(lake, START, {"host-a": 1, "host-b": 2, "host-c": 3}, days=3)
     config = config_from_dict({"groups": [dict(TINY, name="fleet", metrics=["cpu", "memory"])]})
     trained = train_group(lake, config, "fleet", START, START + pd.Timedelta(days=2), plots=False)
     entry = registry.get_version(lake, "fleet", trained["version"])

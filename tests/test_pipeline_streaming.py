@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import sys
 import tempfile
+from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -14,6 +15,9 @@ from lstmae import pipeline, schema
 from lstmae.config import config_from_dict
 from lstmae.lake import SliceWriter, read_days, write_slice
 from lstmae.storage import LocalStorage
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from ingest_helpers import write_curated_sine  # noqa: E402
 
 START = pd.Timestamp("2026-09-01T00:00:00Z")
 DAY = START + pd.Timedelta(days=2)
@@ -38,25 +42,9 @@ COMBINE_KEYS = {
 
 def land(storage, days: int = 3) -> None:
     """Write curated cpu and memory rows of ``HOSTS`` with a cpu spike on host-c and host-e on the last day."""
-    from lstmae.ingest import curated_table
-    from lstmae.lake import day_slices
-
-    index = pd.date_range(START, periods=days * POINTS_PER_DAY, freq="5min")
-    phase = 2 * np.pi * (index.hour * 60 + index.minute) / 1440
-    spike = (index >= DAY + pd.Timedelta(hours=10)) & (index < DAY + pd.Timedelta(hours=12))
-    rows = []
-    for seed, entity in enumerate(HOSTS, start=1):
-        rng = np.random.default_rng(seed)
-        for metric, level in (("cpu", 0.5), ("memory", 0.3)):
-            values = level + 0.1 * np.sin(phase + seed) + rng.normal(0, 0.01, len(index))
-            if metric == "cpu" and entity in ("host-c", "host-e"):
-                values = np.where(spike, values + 2.0, values)
-            rows.append(pd.DataFrame({"timestamp": index, "entity": entity, "metric": metric, "value": values,
-                                      "labels": None, "source": "test"}))
-    frame = pd.concat(rows, ignore_index=True)
-    for day, slice_start, slice_end in day_slices(START, START + pd.Timedelta(days=days)):
-        part = frame[(frame["timestamp"] >= slice_start) & (frame["timestamp"] < slice_end)]
-        write_slice(storage, "metrics", day, slice_start, slice_end, curated_table(part))
+    spike = (DAY + pd.Timedelta(hours=10), DAY + pd.Timedelta(hours=12))
+    write_curated_sine(storage, START, {entity: seed for seed, entity in enumerate(HOSTS, start=1)}, days,
+                       cpu_spikes={"host-c": spike, "host-e": spike})
 
 
 @pytest.fixture(scope="module")
