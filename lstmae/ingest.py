@@ -508,8 +508,8 @@ class _Curated:
     Samples come object by object in listing order. While every batch of
     about :data:`BATCH_ROWS` rows contains only entities above those of the
     batches before it, each batch is deduplicated and sorted on its own and
-    appended to the slice files as a row group, so the run holds one batch
-    at a time; the files are then exactly what one sort of all samples
+    appended to the slice files as a row group, so the run keeps one batch
+    in memory at a time. The files are then exactly what one sort of all samples
     would write. The first batch that breaks the order switches to that one
     sort: the rows written so far are read back, together with the
     duplicates their batches dropped, and everything else is kept until

@@ -285,10 +285,10 @@ def _fused_autoencoder(model, window_shape: tuple[int, int]):
     then runs as an unrolled graph with one ``(batch, units) x (units,
     4 units)`` product per step. The arithmetic is the same as Keras's up to
     float32 rounding. It applies only to the architecture of
-    :func:`build_autoencoder` (layer names and types, plain LSTM cells with
-    bias, sigmoid gates, relu, tanh or sigmoid activations, windows of at
-    most ``FUSED_MAX_TIMESTEPS``); any other model returns None and runs
-    through Keras.
+    :func:`build_autoencoder`: its layer names and types, plain LSTM cells
+    with bias, sigmoid gates, relu, tanh or sigmoid activations and windows
+    of at most ``FUSED_MAX_TIMESTEPS``. For any other model it returns None,
+    and the model runs through Keras.
     """
     import tensorflow as tf
     from keras import layers

@@ -109,7 +109,7 @@ class Storage:
         """Open ``key`` for reading as a pyarrow file, for example for ``pyarrow.parquet.read_table``.
 
         The local backend reads the file from disk as it is needed, so a
-        reader that skips row groups or columns never holds the whole file.
+        reader that skips row groups or columns never reads the whole file.
         This default reads the whole object into memory.
         """
         return pa.BufferReader(self.read_bytes(key))
