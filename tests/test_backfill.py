@@ -421,16 +421,26 @@ print(json.dumps(result))
 """
 
 
-def parse_score_dag(tmp_path: Path, schedule: str) -> dict:
+def probe_env(tmp_path: Path, **settings: str) -> dict[str, str]:
+    """Return this process's environment without Airflow and lstmae settings, for a probe of the DAG files.
+
+    The probe gets its own Airflow home and SQLite database under ``tmp_path``,
+    the repository's ``dags/`` and ``settings`` on top.
+    """
     env = {key: value for key, value in os.environ.items() if not key.startswith(("AIRFLOW", "LSTMAE_"))}
     env.update(
         AIRFLOW_HOME=str(tmp_path / "airflow"),
         AIRFLOW__CORE__LOAD_EXAMPLES="False",
         AIRFLOW__CORE__DAGS_FOLDER=str(ROOT / "dags"),
         AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=f"sqlite:///{tmp_path / 'airflow.db'}",
-        LSTMAE_SCORE_SCHEDULE=schedule,
         PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")])),
+        **settings,
     )
+    return env
+
+
+def parse_score_dag(tmp_path: Path, schedule: str) -> dict:
+    env = probe_env(tmp_path, LSTMAE_SCORE_SCHEDULE=schedule)
     script = tmp_path / "probe.py"
     script.write_text(SCHEDULE_PROBE)
     completed = subprocess.run([sys.executable, str(script), str(ROOT / "dags" / "lstmae_score.py")],
@@ -480,17 +490,7 @@ print(tf.config.threading.get_intra_op_parallelism_threads(), tf.config.threadin
 
 
 def test_slot_settings_size_pools_and_threads(tmp_path):
-    env = {key: value for key, value in os.environ.items() if not key.startswith(("AIRFLOW", "LSTMAE_"))}
-    env.update(
-        AIRFLOW_HOME=str(tmp_path / "airflow"),
-        AIRFLOW__CORE__LOAD_EXAMPLES="False",
-        AIRFLOW__CORE__DAGS_FOLDER=str(ROOT / "dags"),
-        AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=f"sqlite:///{tmp_path / 'airflow.db'}",
-        LSTMAE_SCORE_SLOTS="3",
-        LSTMAE_TRAIN_SLOTS="2",
-        PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")])),
-        TF_CPP_MIN_LOG_LEVEL="2",
-    )
+    env = probe_env(tmp_path, LSTMAE_SCORE_SLOTS="3", LSTMAE_TRAIN_SLOTS="2", TF_CPP_MIN_LOG_LEVEL="2")
     (tmp_path / "slots.py").write_text(SLOTS_PROBE)
     parsed = subprocess.run([sys.executable, str(tmp_path / "slots.py"), str(ROOT / "dags")],
                             capture_output=True, text=True, env=env, timeout=120)
