@@ -103,7 +103,9 @@ def test_series_errors_match_model_predict(autoencoder):
 def test_reference_autoencoder_runs_fused_and_matches(autoencoder, windows):
     import keras
 
-    from lstmae.model import FUSED_MAX_TIMESTEPS, _fused_autoencoder, build_autoencoder, build_predictor
+    from lstmae.fused import FUSED_MAX_TIMESTEPS
+    from lstmae.fused import autoencoder_function as _fused_autoencoder
+    from lstmae.model import build_autoencoder, build_predictor
 
     fused = _fused_autoencoder(autoencoder, (TIMESTEPS, FEATURES))
     assert fused is not None
