@@ -41,16 +41,14 @@ def random_windows(count: int, seed: int = 5, timesteps: int = TIMESTEPS) -> np.
 def test_gradients_equal_keras(timesteps):
     import tensorflow as tf
 
-    from lstmae.fused import autoencoder_function
+    from lstmae.fused import gradient_function
 
     model = reference_model(timesteps=timesteps)
     batch = tf.constant(random_windows(7, timesteps=timesteps))
-    forward = autoencoder_function(model, (timesteps, FEATURES))
-    with tf.GradientTape(persistent=True) as tape:
-        fused_loss = tf.reduce_mean(tf.square(forward(batch) - batch))
+    fused_loss, fused_gradients = gradient_function(model, (timesteps, FEATURES))(batch)
+    with tf.GradientTape() as tape:
         keras_loss = tf.reduce_mean(tf.square(model(batch, training=True) - batch))
     assert abs(float(fused_loss) - float(keras_loss)) <= 1e-6 * float(keras_loss)
-    fused_gradients = tape.gradient(fused_loss, model.trainable_variables)
     keras_gradients = tape.gradient(keras_loss, model.trainable_variables)
     for variable, mine, theirs in zip(model.trainable_variables, fused_gradients, keras_gradients):
         # float32 rounding over 60 steps reaches about 1e-5 of the largest gradient.
@@ -184,8 +182,181 @@ def test_callbacks_can_stop_training():
     assert len(history["loss"]) == 2
 
 
-def test_validation_split_leaving_nothing_rejected():
+def test_empty_training_split_rejected():
     from lstmae import fused
 
     with pytest.raises(ValueError, match=r"validation_split=0.5 of 1 windows leaves 0 for training"):
         fused.fit(reference_model(), random_windows(1), epochs=1, batch_size=4, validation_split=0.5, seed=0)
+
+
+def custom_autoencoder(timesteps: int, units: tuple[int, int, int], activations: tuple[str, str, str], seed: int = 3,
+                       optimizer=None, encoder_options: dict | None = None, dense_bias: bool = True, **compile_options):
+    """Build the reference architecture with chosen sizes, activations and compile options, weights scaled by 1.5."""
+    import keras
+    from keras import layers
+
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input(shape=(timesteps, FEATURES), name="window")
+    hidden = layers.LSTM(units[0], activation=activations[0], return_sequences=True, name="encoder",
+                         **(encoder_options or {}))(inputs)
+    hidden = layers.Bidirectional(layers.LSTM(units[1], activation=activations[1]), name="encoding")(hidden)
+    hidden = layers.RepeatVector(timesteps, name="repeat")(hidden)
+    hidden = layers.LSTM(units[2], activation=activations[2], return_sequences=True, name="decoder")(hidden)
+    outputs = layers.TimeDistributed(layers.Dense(FEATURES, use_bias=dense_bias), name="reconstruction")(hidden)
+    model = keras.Model(inputs, outputs)
+    for variable in model.trainable_variables:
+        variable.assign(variable.numpy() * 1.5)
+    model.compile(optimizer=optimizer or keras.optimizers.Adam(), loss=compile_options.pop("loss", "mse"),
+                  **compile_options)
+    return model
+
+
+@pytest.mark.parametrize(
+    "timesteps, units, activations, batch",
+    [
+        (1, (3, 4, 2), ("tanh", "sigmoid", "tanh"), 1),
+        (5, (3, 7, 2), ("sigmoid", "relu", "sigmoid"), 2),
+        (2, (8, 2, 5), ("tanh", "tanh", "relu"), 5),
+    ],
+)
+def test_gradients_other_activations(timesteps, units, activations, batch):
+    """Tanh and sigmoid cell activations, one-step windows, a batch of one and a different size per layer."""
+    import tensorflow as tf
+
+    from lstmae.fused import gradient_function
+
+    model = custom_autoencoder(timesteps, units, activations)
+    windows = tf.constant(random_windows(batch, timesteps=timesteps))
+    loss_and_gradients = gradient_function(model, (timesteps, FEATURES))
+    assert loss_and_gradients is not None
+    fused_loss, fused_gradients = loss_and_gradients(windows)
+    with tf.GradientTape() as tape:
+        keras_loss = tf.reduce_mean(tf.square(model(windows, training=True) - windows))
+    assert abs(float(fused_loss) - float(keras_loss)) <= 1e-6 * float(keras_loss)
+    keras_gradients = tape.gradient(keras_loss, model.trainable_variables)
+    for variable, mine, theirs in zip(model.trainable_variables, fused_gradients, keras_gradients):
+        scale = max(float(tf.reduce_max(tf.abs(theirs))), 1e-3)
+        assert float(tf.reduce_max(tf.abs(mine - theirs))) <= 1e-5 * scale, variable.path
+
+
+def compile_options_by_case():
+    import keras
+
+    return {
+        "loss_scale_factor": {"optimizer": keras.optimizers.SGD(0.1, loss_scale_factor=1024.0)},
+        "loss_weights": {"optimizer": keras.optimizers.SGD(0.1), "loss_weights": 3.0},
+        "sum_reduction": {"optimizer": keras.optimizers.SGD(0.01),
+                          "loss": keras.losses.MeanSquaredError(reduction="sum")},
+        "activity_regularizer": {"optimizer": keras.optimizers.SGD(0.1),
+                                 "encoder_options": {"activity_regularizer": keras.regularizers.L2(10.0)}},
+    }
+
+
+@pytest.mark.parametrize("option", ["loss_scale_factor", "loss_weights", "sum_reduction", "activity_regularizer"])
+def test_compile_options_honoured(option):
+    """fit_model updates as train_on_batch does. With every window in one batch, the shuffle order does not matter."""
+    from lstmae.model import fit_model
+
+    x = random_windows(8)
+    model = custom_autoencoder(TIMESTEPS, UNITS, ("relu", "tanh", "relu"), **compile_options_by_case()[option])
+    expected = custom_autoencoder(TIMESTEPS, UNITS, ("relu", "tanh", "relu"), **compile_options_by_case()[option])
+    before = model.get_weights()
+    fit_model(model, x, x, epochs=1, batch_size=len(x), validation_split=0.0, seed=0)
+    expected.train_on_batch(x, x)
+    # The update is large enough that a missing scale factor or loss term shows at the tolerance below.
+    changes = [np.abs(after - start).max() for after, start in zip(expected.get_weights(), before)]
+    assert max(changes) > 1e-3
+    for mine, theirs in zip(model.get_weights(), expected.get_weights()):
+        np.testing.assert_allclose(mine, theirs, rtol=0, atol=1e-5)
+
+
+def test_compiled_metrics_reported():
+    import keras
+
+    from lstmae.model import fit_model
+
+    x = random_windows(8)
+    model = custom_autoencoder(TIMESTEPS, UNITS, ("relu", "tanh", "relu"), optimizer=keras.optimizers.Adam(),
+                               metrics=["mae"])
+    history = fit_model(model, x, x, epochs=1, batch_size=4, validation_split=0.25, seed=0)
+    assert sorted(history) == ["loss", "mae", "val_loss", "val_mae"]
+
+
+def test_callback_logs_follow_keras():
+    """Batch logs carry the epoch's running mean, and a stop after batch 1 of 3 reports the mean of batches 0-1.
+
+    A learning rate of zero keeps the weights fixed, so every loss is a fixed
+    function of the windows in its batch.
+    """
+    import keras
+
+    from lstmae import fused
+
+    class Recorder(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.batch_losses, self.epoch_logs, self.end_logs = [], [], None
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.batch_losses.append(float(logs["loss"]))
+            if batch == 1:
+                self.model.stop_training = True
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.epoch_logs.append(dict(logs))
+
+        def on_train_end(self, logs=None):
+            self.end_logs = logs
+
+    x = random_windows(10)
+    model = custom_autoencoder(TIMESTEPS, UNITS, ("relu", "tanh", "relu"), optimizer=keras.optimizers.SGD(0.0))
+    window_losses = np.mean((model.predict(x, verbose=0) - x) ** 2, axis=(1, 2))
+    recorder = Recorder()
+    history = fused.fit(model, x, epochs=2, batch_size=4, validation_split=0.0, seed=0, callbacks=[recorder])
+
+    order = np.random.default_rng(0).permutation(10)
+    first, second = window_losses[order[:4]].mean(), window_losses[order[4:8]].mean()
+    assert recorder.batch_losses == pytest.approx([first, (first + second) / 2], rel=1e-5)
+    assert history["loss"] == pytest.approx([(first + second) / 2], rel=1e-5)
+    assert recorder.end_logs == recorder.epoch_logs[-1]
+
+
+def test_dense_without_bias():
+    from lstmae.model import fit_model, predict
+
+    x = random_windows(6)
+    model = custom_autoencoder(TIMESTEPS, UNITS, ("relu", "tanh", "relu"), dense_bias=False)
+    expected = model.predict(x, verbose=0)
+    np.testing.assert_allclose(predict(model, x), expected, rtol=0, atol=1e-5)
+    history = fit_model(model, x, x, epochs=1, batch_size=3, validation_split=0.0, seed=0)
+    assert len(history["loss"]) == 1
+
+
+def test_zero_epochs_give_empty_history():
+    from lstmae.model import fit_model
+
+    x = random_windows(6)
+    assert fit_model(reference_model(), x, x, epochs=0, batch_size=4, validation_split=0.0, seed=0) == {}
+
+
+def test_zero_batch_size_rejected():
+    from lstmae import fused
+
+    with pytest.raises(ValueError, match=r"batch_size must be a positive number of windows. Received: batch_size=0"):
+        fused.fit(reference_model(), random_windows(6), epochs=1, batch_size=0, validation_split=0.0, seed=0)
+
+
+def test_callback_log_keys_in_history():
+    """A key that a callback adds to the epoch logs, as learning-rate schedules do, lands in the history."""
+    import keras
+
+    from lstmae import fused
+
+    class AddRate(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            logs["learning_rate"] = 0.5 * (epoch + 1)
+
+    history = fused.fit(reference_model(), random_windows(6), epochs=2, batch_size=4, validation_split=0.0, seed=0,
+                        callbacks=[AddRate()])
+    assert history["learning_rate"] == [0.5, 1.0]
+    assert len(history["loss"]) == 2
