@@ -23,7 +23,7 @@ Writes ``bench/results/detection.json`` and the tables between the markers of
 Usage::
 
     python bench/detection.py [--epochs 20] [--entities omi-1 machine-2-1]
-        [--threshold '{"quantile": 0.999}'] [--group '{"train_stride": 10}'] [--no-docs]
+        [--threshold '{"quantile": 0.999}'] [--group '{"train_stride": 10}'] [--seeds 42 1 2] [--no-docs]
 """
 
 from __future__ import annotations
@@ -52,18 +52,19 @@ COLUMNS = ("flagged_fraction", "point_f1", "best_f1", "point_adjusted_f1", "even
            "false_alarms_per_day", "delay_steps_mean", "auc_pr", "vus_pr", "hit_rate_100", "hit_rate_150")
 
 
-def run_entity(name: str, epochs: int, threshold: dict, group_settings: dict | None = None) -> dict:
+def run_entity(name: str, epochs: int, threshold: dict, group_settings: dict | None = None, seed: int = 42) -> dict:
     """Backtest one entity; return ``{rule: report}`` plus ``training`` and ``seconds``.
 
     ``group_settings`` override the group's settings (``train_stride``,
     ``timesteps``, ``units``, ``model_type``); ``epochs`` and ``threshold``
-    are applied after them.
+    are applied after them. ``seed`` is the configuration's seed (initial
+    weights and training order).
     """
     dataset, step = ENTITIES[name]
     group = {"name": "all", **(group_settings or {}), "epochs": epochs, "slo_percentiles": {}}
     if threshold:
         group["threshold"] = threshold
-    config = config_from_dict({"step": step, "groups": [group]})
+    config = config_from_dict({"step": step, "seed": seed, "groups": [group]})
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix=f"lstmae-detection-{name}-") as directory:
         results = ev.backtest(DATA / dataset / name, LocalStorage(directory), config, name,
@@ -83,12 +84,27 @@ def tables(results: dict) -> str:
     return "\n\n".join(parts)
 
 
+def seed_table(results: dict) -> list[str]:
+    """Markdown lines: the default rule's means over the entities for every seed run (none for one seed)."""
+    runs = {str(results.get("seeds", [42])[0]): results["entities"], **results.get("other_seeds", {})}
+    if len(runs) < 2:
+        return []
+    columns = ("point_f1", "best_f1", "event_f1", "false_alarms_per_day", "auc_pr", "vus_pr", "hit_rate_150")
+    lines = ["#### default, mean over the entities, per seed", "",
+             "| seed | " + " | ".join(columns) + " |", "|---|" + "---:|" * len(columns)]
+    for seed, entities in runs.items():
+        mean = ev.summarise({name: entity["default"] for name, entity in entities.items()})["mean"]
+        cells = ("" if mean[column] is None else f"{mean[column]:.3f}" for column in columns)
+        lines.append(f"| {seed} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
 def write_docs(results: dict, command: str) -> None:
     machine = results["machine"]
     block = "\n".join([
         BEGIN,
         f"Measured {machine['date']} on {machine['cpu']} ({machine['cores']} cores, shared with other work), "
-        f"TensorFlow {machine['tensorflow']}, {results['epochs']} epochs, seed 42, "
+        f"TensorFlow {machine['tensorflow']}, {results['epochs']} epochs, seed {results.get('seeds', [42])[0]}, "
         f"{results['seconds'] / 60:.1f} minutes in all. Command:",
         "",
         f"    {command}",
@@ -100,6 +116,7 @@ def write_docs(results: dict, command: str) -> None:
         "",
         tables(results),
         "",
+        *seed_table(results),
         END,
     ])
     text = DOCS.read_text(encoding="utf-8") if DOCS.exists() else f"# Detection quality\n\n{BEGIN}\n{END}\n"
@@ -117,6 +134,9 @@ def main() -> None:
                         help="JSON of threshold settings for the default rule (default: the product default)")
     parser.add_argument("--group", default="{}",
                         help='JSON of group settings for every entity, e.g. \'{"train_stride": 10}\' (default: the product default)')
+    parser.add_argument("--seeds", nargs="+", type=int, default=[42],
+                        help="configuration seeds to run; the tables show the first, and a last table the mean "
+                             "of every seed (default 42, the product default)")
     parser.add_argument("--no-docs", action="store_true", help="do not rewrite docs/detection.md")
     parser.add_argument("--from-json", metavar="FILE",
                         help="render docs/detection.md from an earlier results file instead of running")
@@ -125,6 +145,7 @@ def main() -> None:
     if args.from_json:
         results = json.loads(open(args.from_json, encoding="utf-8").read())
         print(tables(results))
+        print("\n".join(seed_table(results)))
         write_docs(results, results.get("command", "python bench/detection.py"))
         return
     unknown = sorted(set(args.entities) - set(ENTITIES))
@@ -133,24 +154,31 @@ def main() -> None:
     threshold = json.loads(args.threshold)
     group_settings = json.loads(args.group)
     started = time.monotonic()
-    results = {"machine": common.machine(), "epochs": args.epochs, "entities": {}, "group_settings": group_settings,
+    results = {"machine": common.machine(), "epochs": args.epochs, "seeds": args.seeds, "entities": {},
+               "other_seeds": {}, "group_settings": group_settings,
                "default_threshold": threshold or ThresholdConfig().__dict__,
                "incident_merge_steps": config_from_dict({}).incident_merge_steps,
                "min_incident_points": config_from_dict({}).min_incident_points}
-    for name in args.entities:
-        results["entities"][name] = run_entity(name, args.epochs, threshold, group_settings)
-        entity = results["entities"][name]
-        print(f"{name}: " + ", ".join(
+    for seed in args.seeds:
+        for name in args.entities:
+            entity = run_entity(name, args.epochs, threshold, group_settings, seed)
+            if seed == args.seeds[0]:
+                results["entities"][name] = entity
+            else:
+                results["other_seeds"].setdefault(str(seed), {})[name] = entity
+            print(f"seed {seed} {name}: " + ", ".join(
             f"{rule} point F1 {entity[rule]['point']['f1']:.3f} event F1 {entity[rule]['event']['f1']:.3f}"
-            for rule in ("default", "reference", "reference-windows")) + f" ({entity['seconds']} s)", flush=True)
+                for rule in ("default", "reference", "reference-windows")) + f" ({entity['seconds']} s)", flush=True)
     results["seconds"] = round(time.monotonic() - started, 1)
     results["command"] = "python bench/detection.py" + (f" --epochs {args.epochs}" if args.epochs != 20 else "") + (
         f" --entities {' '.join(args.entities)}" if args.entities != list(ENTITIES) else "") + (
         f" --threshold '{args.threshold}'" if threshold else "") + (
-        f" --group '{args.group}'" if group_settings else "")
+        f" --group '{args.group}'" if group_settings else "") + (
+        f" --seeds {' '.join(map(str, args.seeds))}" if args.seeds != [42] else "")
     common.RESULTS.mkdir(parents=True, exist_ok=True)
     (common.RESULTS / "detection.json").write_text(json.dumps(results, indent=2, default=str), encoding="utf-8")
     print(tables(results))
+    print("\n".join(seed_table(results)))
     if not args.no_docs:
         write_docs(results, results["command"])
 
