@@ -125,7 +125,7 @@ def fit_model(
         callbacks: extra Keras callbacks (progress reports, benchmarks), run
             after the epoch logger and the non-finite loss check.
         engine: ``"auto"`` (default) trains the reference autoencoder on
-            :mod:`lstmae.fused`'s graph, 1.3 to 1.5 times as fast as
+            :mod:`lstmae.fused`'s graph, 1.5 to 2.2 times as fast as
             ``model.fit`` on a 2-core CPU (``bench/bench_training.py``),
             and any other model with ``model.fit``. ``"keras"`` always
             uses ``model.fit``.
