@@ -279,6 +279,7 @@ class _Autoencoder:
         hidden = saved["hidden"]
         d_hidden = kernel_and_bias(cells["forward"], hidden, recurrence("forward", d_ahead))
         d_hidden += kernel_and_bias(cells["backward"], hidden, tf.reverse(recurrence("backward", d_behind), axis=[0]))
+        # No output needs the gradient of the input windows, so TensorFlow prunes its product from the traced step.
         kernel_and_bias(cells["encoder"], saved["inputs"], recurrence("encoder", d_hidden))
         return loss, gradients
 
@@ -411,9 +412,10 @@ def fit(model, x: np.ndarray, *, epochs: int, batch_size: int, validation_split:
         callbacks: Keras callbacks.
 
     Returns:
-        The history, ``{"loss": [...], "val_loss": [...], ...}`` with one
-        value per epoch run and every key of the epoch logs; ``val_loss``
-        only with a validation split, and ``{}`` when no epoch ran.
+        The history, ``{"loss": [...], "val_loss": [...], ...}``: one value
+        per epoch run for every key of the epoch logs. ``val_loss`` is
+        present only with a validation split, and the history is ``{}``
+        when no epoch ran.
 
     Raises:
         ValueError: ``batch_size`` below 1, or a split that leaves no
