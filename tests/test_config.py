@@ -15,7 +15,7 @@ def test_empty_config_is_defaults():
     assert config.max_gap_steps == 3
     assert [g.name for g in config.groups] == ["all"]
     assert config.groups[0].timesteps == 60
-    assert config.groups[0].train_stride == 30
+    assert config.groups[0].train_stride == 10
 
 
 def test_config_error_is_value_error():
@@ -90,9 +90,11 @@ def test_timesteps_below_two():
         config_from_dict({"groups": [{"name": "cpu", "timesteps": 1}]})
 
 
-def test_train_stride_defaults_to_half_window():
+def test_train_stride_defaults_to_a_sixth_of_the_window():
     group = config_from_dict({"groups": [{"name": "cpu", "timesteps": 12}]}).groups[0]
-    assert group.train_stride == 6
+    assert group.train_stride == 2
+    # Windows shorter than 6 rows still move by at least one row.
+    assert config_from_dict({"groups": [{"name": "cpu", "timesteps": 5}]}).groups[0].train_stride == 1
 
 
 def test_duplicate_group_names():
@@ -133,7 +135,7 @@ def test_load_config_file(tmp_path):
     config = load_config(path)
     assert config.step_delta == pd.Timedelta(minutes=1)
     assert config.groups[0].timesteps == 30
-    assert config.groups[0].train_stride == 15
+    assert config.groups[0].train_stride == 5
 
 
 def test_load_config_error_names_file(tmp_path):

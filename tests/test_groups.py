@@ -73,7 +73,7 @@ groups:
     cpu, fleet = config.groups
     assert (cpu.layout, cpu.entities, cpu.metrics) == ("nodes", ("node1", "node2", "node3"), ("cpu",))
     assert cpu.slo_percentiles == {"cpu": 99.0}
-    assert (fleet.layout, fleet.entities, fleet.timesteps, fleet.train_stride) == ("metrics", ("*",), 30, 15)
+    assert (fleet.layout, fleet.entities, fleet.timesteps, fleet.train_stride) == ("metrics", ("*",), 30, 5)
     assert fleet.threshold.method == "reference"
     assert fleet.slo_percentiles == {"*cpu*": 99.0, "*mem*": 95.0}
 
