@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import pathlib
 import re
 import tempfile
 import time
@@ -138,6 +139,8 @@ def main() -> None:
                         help="configuration seeds to run; the tables show the first, and a last table the mean "
                              "of every seed (default 42, the product default)")
     parser.add_argument("--no-docs", action="store_true", help="do not rewrite docs/detection.md")
+    parser.add_argument("--out", metavar="FILE", default=str(common.RESULTS / "detection.json"),
+                        help="results file to write (default bench/results/detection.json, the one the docs render)")
     parser.add_argument("--from-json", metavar="FILE",
                         help="render docs/detection.md from an earlier results file instead of running")
     args = parser.parse_args()
@@ -175,8 +178,9 @@ def main() -> None:
         f" --threshold '{args.threshold}'" if threshold else "") + (
         f" --group '{args.group}'" if group_settings else "") + (
         f" --seeds {' '.join(map(str, args.seeds))}" if args.seeds != [42] else "")
-    common.RESULTS.mkdir(parents=True, exist_ok=True)
-    (common.RESULTS / "detection.json").write_text(json.dumps(results, indent=2, default=str), encoding="utf-8")
+    out = pathlib.Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2, default=str), encoding="utf-8")
     print(tables(results))
     print("\n".join(seed_table(results)))
     if not args.no_docs:
