@@ -17,13 +17,13 @@ Three rules are compared on the same trained model per entity:
 * ``reference-windows``: the same thresholds with the prototype's verdict, a
   non-overlapping window is anomalous when any point of any feature exceeds.
 
-Writes ``bench/results/detection.json`` and the tables between the markers of
-``docs/detection.md``.
+Writes ``bench/results/detection.json`` (or the ``--out`` file) and the tables
+between the markers of ``docs/detection.md``.
 
 Usage::
 
     python bench/detection.py [--epochs 20] [--entities omi-1 machine-2-1]
-        [--threshold '{"quantile": 0.999}'] [--group '{"train_stride": 10}'] [--seeds 42 1 2] [--no-docs]
+        [--threshold '{"quantile": 0.999}'] [--group '{"train_stride": 10}'] [--seeds 42 1 2] [--no-docs] [--out FILE]
 """
 
 from __future__ import annotations
