@@ -386,6 +386,26 @@ def _train_step(model, window_shape: tuple[int, int]):
     return step
 
 
+def _evaluate(squared_error, held_out: np.ndarray, batch_size: int, model, callback_list) -> float:
+    """Return the mean squared error over ``held_out``, with the ``on_test_*`` calls of Keras's ``evaluate``.
+
+    Test batch logs carry the running mean so far, as under ``evaluate``.
+    """
+    model.stop_evaluating = False
+    callback_list.on_test_begin()
+    error, elements = 0.0, 0
+    for step, start in enumerate(range(0, len(held_out), batch_size)):
+        callback_list.on_test_batch_begin(step)
+        batch = held_out[start : start + batch_size]
+        error += float(squared_error(batch))
+        elements += batch.size
+        callback_list.on_test_batch_end(step, {"loss": error / elements})
+        if model.stop_evaluating:
+            break
+    callback_list.on_test_end({"loss": error / elements})
+    return error / elements
+
+
 def fit(model, x: np.ndarray, *, epochs: int, batch_size: int, validation_split: float, seed: int,
         callbacks: list | None = None) -> dict[str, list[float]]:
     """Train a reference autoencoder to reconstruct ``x``, as ``model.fit(x, x, ...)`` does, on the fused graph.
@@ -395,14 +415,13 @@ def fit(model, x: np.ndarray, *, epochs: int, batch_size: int, validation_split:
     The training windows are shuffled every epoch. Each batch's loss is the
     mean squared error over its windows, and the model's optimizer applies
     the gradients. Batch and epoch logs carry the mean of the epoch's batch
-    losses so far, weighted by batch size, and ``val_loss``. Callbacks get
-    ``fit``'s training calls, may change the logs (as learning-rate
-    schedules do), may stop training after any batch with
-    ``model.stop_training``, and may set the first epoch as
+    losses so far, weighted by batch size, and ``val_loss``. The held-out
+    windows are evaluated in batches of ``batch_size``, as ``fit`` does by
+    default. Callbacks get ``fit``'s training and test calls, may change the
+    logs (as learning-rate schedules do), may stop training after any batch
+    with ``model.stop_training`` or a validation pass with
+    ``model.stop_evaluating``, and may set the first epoch as
     ``BackupAndRestore`` does.
-
-    NOTE: the validation loss is computed without a call to ``evaluate``, so
-    callbacks' ``on_test_*`` methods are not called, unlike under ``fit``.
 
     Args:
         model: a compiled model for which :func:`trainable` is true.
@@ -464,8 +483,7 @@ def fit(model, x: np.ndarray, *, epochs: int, batch_size: int, validation_split:
             if model.stop_training:
                 break
         if len(held_out):
-            error = sum(float(squared_error(held_out[start : start + 1024])) for start in range(0, len(held_out), 1024))
-            logs["val_loss"] = error / held_out.size
+            logs["val_loss"] = _evaluate(squared_error, held_out, batch_size, model, callback_list)
         callback_list.on_epoch_end(epoch, logs)
         if model.stop_training:
             break

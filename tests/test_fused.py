@@ -363,3 +363,87 @@ def test_callback_log_keys_in_history():
                         callbacks=[AddRate()])
     assert history["learning_rate"] == [0.5, 1.0]
     assert len(history["loss"]) == 2
+
+
+def hook_recorder(stop_evaluating_at: int | None = None):
+    """Return a Keras callback that records each epoch and test hook call with its index and its logs' loss."""
+    import keras
+
+    class Recorder(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.calls = []
+
+        def _record(self, hook, index=None, logs=None):
+            self.calls.append((hook, index, None if not logs or "loss" not in logs else float(logs["loss"])))
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self._record("epoch_begin", epoch)
+
+        def on_epoch_end(self, epoch, logs=None):
+            self._record("epoch_end", epoch)
+
+        def on_test_begin(self, logs=None):
+            self._record("test_begin")
+
+        def on_test_batch_begin(self, batch, logs=None):
+            self._record("test_batch_begin", batch)
+
+        def on_test_batch_end(self, batch, logs=None):
+            self._record("test_batch_end", batch, logs)
+            if batch == stop_evaluating_at:
+                self.model.stop_evaluating = True
+
+        def on_test_end(self, logs=None):
+            self._record("test_end", None, logs)
+
+    return Recorder()
+
+
+def test_validation_hooks_follow_fit():
+    """Validation calls the ``on_test_*`` hooks in ``fit``'s order, with its batches and running mean losses.
+
+    12 windows with a split of 0.25 hold out 3, so batches of 2 give two
+    test batches per epoch. A learning rate of zero keeps the weights equal
+    in both engines.
+    """
+    import keras
+
+    from lstmae import fused
+
+    x = random_windows(12)
+    model = custom_autoencoder(TIMESTEPS, UNITS, ("relu", "tanh", "relu"), optimizer=keras.optimizers.SGD(0.0))
+    keras_model = twin(model)
+    mine, theirs = hook_recorder(), hook_recorder()
+    history = fused.fit(model, x, epochs=2, batch_size=2, validation_split=0.25, seed=0, callbacks=[mine])
+    keras_model.fit(x, x, epochs=2, batch_size=2, validation_split=0.25, verbose=0, callbacks=[theirs])
+
+    assert [call[:2] for call in mine.calls] == [call[:2] for call in theirs.calls]
+    assert [call[:2] for call in mine.calls[1:6]] == [("test_begin", None), ("test_batch_begin", 0),
+                                                       ("test_batch_end", 0), ("test_batch_begin", 1),
+                                                       ("test_batch_end", 1)]
+    my_losses = [call[2] for call in mine.calls if call[2] is not None]
+    their_losses = [call[2] for call in theirs.calls if call[2] is not None]
+    assert my_losses == pytest.approx(their_losses, rel=1e-5)
+    held_out = x[9:]
+    mean_error = float(np.mean((model.predict(held_out, verbose=0) - held_out) ** 2))
+    assert history["val_loss"] == pytest.approx([mean_error, mean_error], rel=1e-5)
+    assert mine.calls[6] == ("test_end", None, pytest.approx(mean_error, rel=1e-5))
+
+
+def test_stop_evaluating_ends_validation():
+    """A callback that sets ``stop_evaluating`` after test batch 0 makes ``val_loss`` the mean of that batch."""
+    import keras
+
+    from lstmae import fused
+
+    x = random_windows(12)
+    model = custom_autoencoder(TIMESTEPS, UNITS, ("relu", "tanh", "relu"), optimizer=keras.optimizers.SGD(0.0))
+    recorder = hook_recorder(stop_evaluating_at=0)
+    history = fused.fit(model, x, epochs=1, batch_size=2, validation_split=0.25, seed=0, callbacks=[recorder])
+
+    first_batch = x[9:11]
+    first_error = float(np.mean((model.predict(first_batch, verbose=0) - first_batch) ** 2))
+    test_hooks = [call[0] for call in recorder.calls if call[0].startswith("test")]
+    assert test_hooks == ["test_begin", "test_batch_begin", "test_batch_end", "test_end"]
+    assert history["val_loss"] == pytest.approx([first_error], rel=1e-5)
