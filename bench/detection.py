@@ -169,9 +169,10 @@ def main() -> None:
                 results["entities"][name] = entity
             else:
                 results["other_seeds"].setdefault(str(seed), {})[name] = entity
-            print(f"seed {seed} {name}: " + ", ".join(
-            f"{rule} point F1 {entity[rule]['point']['f1']:.3f} event F1 {entity[rule]['event']['f1']:.3f}"
-                for rule in ("default", "reference", "reference-windows")) + f" ({entity['seconds']} s)", flush=True)
+            summary = ", ".join(
+                f"{rule} point F1 {entity[rule]['point']['f1']:.3f} event F1 {entity[rule]['event']['f1']:.3f}"
+                for rule in ("default", "reference", "reference-windows"))
+            print(f"seed {seed} {name}: {summary} ({entity['seconds']} s)", flush=True)
     results["seconds"] = round(time.monotonic() - started, 1)
     results["command"] = "python bench/detection.py" + (f" --epochs {args.epochs}" if args.epochs != 20 else "") + (
         f" --entities {' '.join(args.entities)}" if args.entities != list(ENTITIES) else "") + (

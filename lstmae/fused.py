@@ -399,11 +399,12 @@ def _evaluate(squared_error, held_out: np.ndarray, batch_size: int, model, callb
         batch = held_out[start : start + batch_size]
         error += float(squared_error(batch))
         elements += batch.size
-        callback_list.on_test_batch_end(step, {"loss": error / elements})
+        mean = error / elements
+        callback_list.on_test_batch_end(step, {"loss": mean})
         if model.stop_evaluating:
             break
-    callback_list.on_test_end({"loss": error / elements})
-    return error / elements
+    callback_list.on_test_end({"loss": mean})
+    return mean
 
 
 def fit(model, x: np.ndarray, *, epochs: int, batch_size: int, validation_split: float, seed: int,

@@ -90,7 +90,7 @@ def test_timesteps_below_two():
         config_from_dict({"groups": [{"name": "cpu", "timesteps": 1}]})
 
 
-def test_train_stride_defaults_to_a_sixth_of_the_window():
+def test_train_stride_default_sixth():
     group = config_from_dict({"groups": [{"name": "cpu", "timesteps": 12}]}).groups[0]
     assert group.train_stride == 2
     # Windows shorter than 6 rows still move by at least one row.

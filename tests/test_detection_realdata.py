@@ -28,20 +28,21 @@ require_shared_data = _conftest().require_shared_data
 
 EPOCHS = 10
 
-# Floors per entity. Measured with EPOCHS epochs and the default training
+# Floors per entity, measured with EPOCHS epochs and the default training
 # stride of 10 rows on a shared 2-core x86-64 machine (TensorFlow 2.21,
-# oneDNN on), identical in repeated runs, over seeds 42, 1, 2 and 3:
+# oneDNN on). Runs are identical when repeated. Over four configuration
+# seeds (42, the default that the test runs, and 1, 2, 3) the range was:
 #   omi-2: point F1 0.50-0.61, event F1 0.57-0.67, 0-0.07 false alarms per day, best F1 0.55-0.62, AUC-PR 0.44-0.48
 #   omi-8: point F1 0.47-0.77, event F1 0.50-0.67, 0.07-0.35 false alarms per day, best F1 0.53-0.80, AUC-PR 0.41-0.76
-# Seed 42, the one the test runs, gave omi-2 0.552 / 0.667 / 0 / 0.596 / 0.466
+# The default seed gave omi-2 0.552 / 0.667 / 0 / 0.596 / 0.466
 # and omi-8 0.472 / 0.571 / 0.348 / 0.526 / 0.414.
 # Both use the default incident size: closed incidents of fewer than
 # 6 points are dropped.
 # Training is chaotic: a change of 1e-7 in the initial weights, or float32
-# rounding in another order, leads to a different model after a few
-# epochs, so the floors sit below the spread of the four seeds. They catch a
+# rounding in another order, leads to a different model after a few epochs.
+# So the floors sit below the spread of the four seeds, and they catch a
 # broken detector, not a different seed. With the prototype's stride of 30
-# rows, omi-8 measured point F1 0.14 to 0.44 over the same seeds; the
+# rows, omi-8 measured point F1 0.14 to 0.44 over the same seeds. The
 # reference rule measures 0.03-0.27 point F1 on these servers.
 FLOORS = {
     "omi-2": {"point_f1": 0.45, "event_f1": 0.45, "false_alarms_per_day": 0.3, "best_f1": 0.50, "auc_pr": 0.40},
